@@ -1,0 +1,8 @@
+//! `sqlora eval` (in progress).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`sqlora eval` is not implemented yet")
+}

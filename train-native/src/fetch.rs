@@ -1,0 +1,8 @@
+//! `sqlora fetch` (in progress).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`sqlora fetch` is not implemented yet")
+}

@@ -1,0 +1,8 @@
+//! `sqlora train` (in progress).
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`sqlora train` is not implemented yet")
+}
