@@ -1,1 +1,238 @@
-//! (in progress)
+//! Decoding: greedy, temperature / top-p sampling with a seed, and beam search,
+//! with max new tokens, stop ids, stop strings and a per-token callback.
+//!
+//! No clocks here: `std::time` is unavailable in wasm, so callers time the
+//! callback themselves.
+
+use candle_core::{DType, Tensor, D};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Cache, Model};
+use crate::tokenizer::Tokenizer;
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    /// 0 means greedy.
+    pub temperature: f64,
+    /// Nucleus sampling when < 1 (only with temperature > 0).
+    pub top_p: f64,
+    pub seed: u64,
+    /// > 1 runs beam search (deterministic; temperature is ignored).
+    pub num_beams: usize,
+    /// Generation stops before any of these strings; it is not part of the output.
+    pub stop_strings: Vec<String>,
+    /// Extra ids that end generation, besides the tokenizer's EOS/end-of-turn.
+    pub stop_ids: Vec<u32>,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            max_new_tokens: 128,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 299792458,
+            num_beams: 1,
+            stop_strings: Vec::new(),
+            stop_ids: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Eos,
+    StopString,
+    MaxTokens,
+    /// The callback asked to stop (the browser's Stop button).
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// New ids, without the stop id.
+    pub ids: Vec<u32>,
+    /// Decoded new text, cut before a stop string.
+    pub text: String,
+    pub stop: StopReason,
+    pub prompt_tokens: usize,
+}
+
+/// Generate after `prompt_ids`. `on_token` receives each new piece of text as it
+/// is decoded and returns `false` to stop. Beam search calls it once, at the end.
+pub fn generate(
+    model: &Model,
+    tok: &Tokenizer,
+    prompt_ids: &[u32],
+    cfg: &GenerationConfig,
+    on_token: &mut dyn FnMut(&str) -> bool,
+) -> Result<Generation> {
+    if prompt_ids.is_empty() {
+        return Err(crate::Error::msg("empty prompt"));
+    }
+    let mut stops = tok.stop_ids();
+    stops.extend(&cfg.stop_ids);
+    if cfg.num_beams > 1 {
+        let ids = beam_search(model, prompt_ids, cfg, &stops)?;
+        let (ids, stop) = match ids.last() {
+            Some(last) if stops.contains(last) => (ids[..ids.len() - 1].to_vec(), StopReason::Eos),
+            _ => (ids, StopReason::MaxTokens),
+        };
+        let mut text = tok.decode(&ids, true)?;
+        let stop = match cut_at_stop_string(&mut text, &cfg.stop_strings) {
+            true => StopReason::StopString,
+            false => stop,
+        };
+        on_token(&text);
+        return Ok(Generation { ids, text, stop, prompt_tokens: prompt_ids.len() });
+    }
+
+    let sampling = if cfg.temperature <= 0.0 {
+        Sampling::ArgMax
+    } else if cfg.top_p < 1.0 {
+        Sampling::TopP { p: cfg.top_p, temperature: cfg.temperature }
+    } else {
+        Sampling::All { temperature: cfg.temperature }
+    };
+    let mut sampler = LogitsProcessor::from_sampling(cfg.seed, sampling);
+    let mut cache = model.new_cache();
+    let mut stream = tok.stream(true);
+    let mut text = String::new();
+    let mut ids = Vec::new();
+    let mut input = Tensor::new(prompt_ids, model.device())?.unsqueeze(0)?;
+    let mut stop = StopReason::MaxTokens;
+    while ids.len() < cfg.max_new_tokens {
+        let offset = cache.len();
+        let logits = model.forward_last(&input, offset, Some(&mut cache))?.squeeze(0)?;
+        let next = sampler.sample(&logits.to_dtype(DType::F32)?)?;
+        if stops.contains(&next) {
+            stop = StopReason::Eos;
+            break;
+        }
+        ids.push(next);
+        let piece = stream.push(next)?;
+        let before = text.len();
+        text.push_str(&piece);
+        if cut_at_stop_string(&mut text, &cfg.stop_strings) {
+            if text.len() > before {
+                on_token(&text[before..]);
+            }
+            stop = StopReason::StopString;
+            break;
+        }
+        if !piece.is_empty() && !on_token(&piece) {
+            stop = StopReason::Cancelled;
+            break;
+        }
+        input = Tensor::new(&[next], model.device())?.unsqueeze(0)?;
+    }
+    if stop != StopReason::StopString {
+        let rest = stream.finish()?;
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            on_token(&rest);
+        }
+    }
+    Ok(Generation { ids, text, stop, prompt_tokens: prompt_ids.len() })
+}
+
+/// Cut `text` before the first stop string it contains; true if one was found.
+fn cut_at_stop_string(text: &mut String, stops: &[String]) -> bool {
+    let first = stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min();
+    match first {
+        Some(i) => {
+            text.truncate(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A live or finished hypothesis of beam search.
+#[derive(Clone)]
+struct Beam {
+    ids: Vec<u32>,
+    /// Sum of log-probabilities.
+    score: f64,
+}
+
+impl Beam {
+    /// Length-normalised score (transformers' default length penalty 1.0).
+    fn normalised(&self) -> f64 {
+        self.score / self.ids.len().max(1) as f64
+    }
+}
+
+/// Beam search with `num_beams` hypotheses decoded as one batch sharing one cache.
+fn beam_search(model: &Model, prompt_ids: &[u32], cfg: &GenerationConfig, stops: &[u32]) -> Result<Vec<u32>> {
+    let n = cfg.num_beams;
+    let dev = model.device();
+    let mut cache: Cache = model.new_cache();
+    let prompt = Tensor::new(prompt_ids, dev)?.unsqueeze(0)?;
+    let logits = model.forward_last(&prompt, 0, Some(&mut cache))?;
+    // All beams start from the single prompt row.
+    cache.select_rows(&Tensor::zeros(n, DType::U32, dev)?)?;
+    let mut logprobs = log_softmax_rows(&logits)?;
+    let mut beams = vec![Beam { ids: vec![], score: 0.0 }];
+    let mut finished: Vec<Beam> = Vec::new();
+    for _ in 0..cfg.max_new_tokens {
+        // Candidates over all live beams, best first.
+        let mut cands: Vec<(f64, usize, u32)> = Vec::new();
+        for (b, beam) in beams.iter().enumerate() {
+            let row = &logprobs[b];
+            let mut top: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
+            top.select_nth_unstable_by(2 * n, |a, b| b.1.total_cmp(&a.1));
+            for &(tok, lp) in &top[..2 * n] {
+                cands.push((beam.score + lp as f64, b, tok as u32));
+            }
+        }
+        cands.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut next: Vec<Beam> = Vec::new();
+        let mut parents: Vec<u32> = Vec::new();
+        for (score, b, tok) in cands {
+            let mut ids = beams[b].ids.clone();
+            ids.push(tok);
+            if stops.contains(&tok) {
+                finished.push(Beam { ids, score });
+            } else if next.len() < n {
+                next.push(Beam { ids, score });
+                parents.push(b as u32);
+            }
+            if next.len() == n {
+                break;
+            }
+        }
+        beams = next;
+        let best_live = beams.iter().map(Beam::normalised).fold(f64::NEG_INFINITY, f64::max);
+        finished.sort_by(|a, b| b.normalised().total_cmp(&a.normalised()));
+        finished.truncate(n);
+        if beams.is_empty() || (finished.len() == n && finished[n - 1].normalised() >= best_live) {
+            break;
+        }
+        // Reorder the cache rows to follow the surviving beams, then step.
+        let rows = Tensor::new(parents.as_slice(), dev)?;
+        cache.select_rows(&rows)?;
+        let last: Vec<u32> = beams.iter().map(|b| *b.ids.last().unwrap_or(&0)).collect();
+        let input = Tensor::new(last.as_slice(), dev)?.unsqueeze(1)?;
+        let offset = cache.len();
+        let logits = model.forward_last(&input, offset, Some(&mut cache))?;
+        logprobs = log_softmax_rows(&logits)?;
+    }
+    let best = finished
+        .into_iter()
+        .chain(beams)
+        .max_by(|a, b| a.normalised().total_cmp(&b.normalised()))
+        .map(|b| b.ids)
+        .unwrap_or_default();
+    Ok(best)
+}
+
+fn log_softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+    Ok(lp.to_vec2::<f32>()?)
+}
