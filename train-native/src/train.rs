@@ -1,19 +1,324 @@
 //! `sqlora train`: fine-tune a QLoRA adapter on Spider / WikiSQL.
 //!
 //! The pieces, in the order a run uses them: [`config`] (TOML + `--set`),
-//! [`data`] (dataset files → examples), [`batch`] (padded, length-grouped
-//! batches), [`schedule`] and [`optim`] (cosine warm-up, AdamW), [`checkpoint`]
-//! (atomic, resumable), [`metrics`] (metrics.jsonl, loss curve).
+//! [`data`] (dataset files → examples), [`encode`] (prompt + answer → ids and
+//! loss mask), [`lora_setup`] (adapters on the target projections, peft files),
+//! [`batch`] (padded, length-grouped batches), [`schedule`] and [`optim`]
+//! (cosine warm-up, AdamW), [`trainer`] (the loop), [`checkpoint`] (atomic,
+//! resumable), [`metrics`] (metrics.jsonl, loss curve).
 
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod encode;
+pub mod lora_setup;
+pub mod metrics;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use sqlora_core::model::Model;
+use sqlora_core::tokenizer::Tokenizer;
+use sqlora_core::weights::{self, BaseFormat, ModelSource};
+
+use self::batch::Encoded;
+use self::config::TrainConfig;
+use self::encode::{EncodeStats, Encoder, FewShot, PromptSettings};
+use self::lora_setup::LoraSpec;
+use self::optim::{AdamWConfig, Param};
+use self::schedule::{LrSchedule, SchedulerKind};
+use self::trainer::{LogMode, Settings, Trainer};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// TOML configuration file (see configs/spider-smollm2.toml); defaults are the seeds' settings.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override one key: `--set learning_rate=1e-4 --set target_modules='["q_proj","v_proj"]'`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print the resolved configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Continue from the latest checkpoint in output_dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// Shortcut for `--set device=...` (`cpu`, `cuda:0`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// No progress bar or log lines.
+    #[arg(long, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Metrics records as JSON lines on stdout, the summary as a last JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`sqlora train` is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let mut sets = args.sets.clone();
+    if let Some(d) = &args.device {
+        sets.push(format!("device={d}"));
+    }
+    let cfg = TrainConfig::resolve(args.config.as_deref(), &sets)?;
+    if args.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(());
+    }
+    let log = if args.json {
+        LogMode::Json
+    } else if args.quiet {
+        LogMode::Quiet
+    } else {
+        LogMode::Human
+    };
+    let say = |m: String| {
+        if log == LogMode::Human {
+            eprintln!("{m}");
+        }
+    };
+    let out = PathBuf::from(&cfg.output_dir);
+    let resume_from = if args.resume {
+        let saved = out.join("train_config.toml");
+        if let Ok(text) = std::fs::read_to_string(&saved) {
+            if text != cfg.to_toml() {
+                bail!("{}: the run being resumed used another configuration; resume with the same settings", saved.display());
+            }
+        }
+        let (_, dir) = checkpoint::list(&out)?.pop().with_context(|| format!("{}: no checkpoint to resume from", out.display()))?;
+        Some(dir)
+    } else {
+        None
+    };
+
+    let device = parse_device(&cfg.device)?;
+    let base = resolve_base(&cfg.base)?;
+    say(format!("loading {base} ({})", cfg.quantization));
+    let ckpt = weights::load(&ModelSource::parse(&base)?, base_format(&cfg.quantization), &device)?;
+    let base_name = ckpt.name.clone();
+    let (mut model, tok, template) = ckpt.into_model(&device)?;
+    let spec = LoraSpec { r: cfg.lora_r, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, targets: cfg.target_modules.clone() };
+    let params = lora_setup::attach(&mut model, &spec, cfg.seed)?;
+    check_gradient_flow(&model, &params)?;
+
+    let settings = PromptSettings::for_model(&tok, template.as_deref(), &cfg.system_prompt, cfg.few_shot, cfg.max_length)?;
+    let (train, eval, stats) = load_and_encode(&cfg, &tok, &settings, &say)?;
+    say(format!(
+        "train: {} sequences ({} schemas cut to fit max_length {}, {} dropped); eval: {} sequences",
+        train.len(),
+        stats.schema_cut,
+        cfg.max_length,
+        stats.dropped,
+        eval.len()
+    ));
+    if train.is_empty() {
+        bail!("no training sequence left (all dropped by max_length {}?)", cfg.max_length);
+    }
+
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+    std::fs::write(out.join("train_config.toml"), cfg.to_toml())?;
+    std::fs::write(out.join("prompt.json"), serde_json::to_string_pretty(&settings)?)?;
+
+    let mut trainer = build_trainer(&cfg, model, params, train, eval, &tok, spec, base_name, log)?;
+    let resume = match resume_from {
+        Some(dir) => {
+            say(format!("resuming from {}", dir.display()));
+            Some(checkpoint::load(&dir, &mut trainer.opt)?)
+        }
+        None => None,
+    };
+    let summary = trainer.run(resume)?;
+    match log {
+        LogMode::Json => println!("{}", serde_json::to_string(&serde_json::json!({ "summary": summary }))?),
+        LogMode::Human => eprintln!(
+            "done: {} steps, {} tokens, {:.1} tok/s; eval loss {:?} → {:?}; adapter in {}",
+            summary.steps,
+            summary.tokens,
+            summary.tokens_per_s,
+            summary.first_eval_loss,
+            summary.final_eval_loss,
+            out.display()
+        ),
+        LogMode::Quiet => {}
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn build_trainer(
+    cfg: &TrainConfig,
+    model: Model,
+    params: Vec<Param>,
+    train: Vec<Encoded>,
+    eval: Vec<Encoded>,
+    tok: &Tokenizer,
+    spec: LoraSpec,
+    base_name: String,
+    log: LogMode,
+) -> Result<Trainer> {
+    let opt = optim::AdamW::new(
+        params,
+        AdamWConfig { beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weight_decay: cfg.weight_decay },
+    )?;
+    let s = Settings {
+        batch_size: cfg.batch_size,
+        eval_batch_size: cfg.eval_batch_size,
+        grad_accum: cfg.grad_accum,
+        epochs: cfg.epochs,
+        max_steps: cfg.max_steps,
+        max_grad_norm: cfg.max_grad_norm,
+        seed: cfg.seed,
+        group_by_length: cfg.group_by_length,
+        eval_steps: cfg.eval_steps,
+        save_steps: cfg.save_steps,
+        logging_steps: cfg.logging_steps,
+        keep_checkpoints: cfg.keep_checkpoints,
+        output_dir: PathBuf::from(&cfg.output_dir),
+        log,
+    };
+    let mut t = Trainer {
+        model,
+        opt,
+        schedule: LrSchedule::new(SchedulerKind::Cosine, cfg.learning_rate, 1, 0.0, 0),
+        train,
+        eval,
+        pad_id: tok.pad_id().context("the tokenizer has neither a pad nor an EOS token")?,
+        spec,
+        base_name,
+        s,
+    };
+    let total = t.total_steps() as usize;
+    t.schedule = LrSchedule::new(SchedulerKind::parse(&cfg.lr_scheduler)?, cfg.learning_rate, total, cfg.warmup_ratio, cfg.warmup_steps);
+    Ok(t)
+}
+
+/// Load the configured files and encode them; eval is `eval_data`, or a
+/// seeded hold-out of the training set when that is empty.
+pub fn load_and_encode(
+    cfg: &TrainConfig,
+    tok: &Tokenizer,
+    settings: &PromptSettings,
+    say: &dyn Fn(String),
+) -> Result<(Vec<Encoded>, Vec<Encoded>, EncodeStats)> {
+    let tables = (!cfg.tables.is_empty()).then(|| Path::new(&cfg.tables));
+    let mut train = vec![];
+    for f in &cfg.train_data {
+        let loaded = data::load(Path::new(f), tables, cfg.skip_malformed)?;
+        if loaded.skipped > 0 {
+            say(format!("{f}: skipped {} malformed records", loaded.skipped));
+        }
+        train.extend(loaded.examples);
+    }
+    let mut eval = if cfg.eval_data.is_empty() {
+        let n = (train.len() as f64 * cfg.eval_fraction).round() as usize;
+        let mut idx: Vec<usize> = (0..train.len()).collect();
+        rand::seq::SliceRandom::shuffle(&mut idx[..], &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(cfg.seed));
+        let held: std::collections::HashSet<usize> = idx[..n].iter().copied().collect();
+        let (e, t): (Vec<_>, Vec<_>) = train.into_iter().enumerate().partition(|(i, _)| held.contains(i));
+        train = t.into_iter().map(|(_, x)| x).collect();
+        e.into_iter().map(|(_, x)| x).collect()
+    } else {
+        let loaded = data::load(Path::new(&cfg.eval_data), tables, cfg.skip_malformed)?;
+        if loaded.skipped > 0 {
+            say(format!("{}: skipped {} malformed records", cfg.eval_data, loaded.skipped));
+        }
+        loaded.examples
+    };
+    if cfg.limit_train > 0 {
+        train.truncate(cfg.limit_train);
+    }
+    if cfg.limit_eval > 0 {
+        eval.truncate(cfg.limit_eval);
+    }
+    let eos = tok.eos_id().context("the tokenizer has no EOS token")?;
+    let enc = Encoder { tok, settings: settings.clone(), eos };
+    let shots = (cfg.few_shot > 0).then(|| FewShot::new(&train));
+    let mut stats = EncodeStats::default();
+    let encode_all = |exs: &[data::Example], from_pool: bool, stats: &mut EncodeStats| -> Result<Vec<Encoded>> {
+        let mut out = vec![];
+        for (i, ex) in exs.iter().enumerate() {
+            let picked: Vec<&data::Example> = match &shots {
+                Some(fs) => fs.nearest(&ex.question, cfg.few_shot, from_pool.then_some(i)).into_iter().map(|j| &train[j]).collect(),
+                None => vec![],
+            };
+            if let Some(e) = enc.encode(ex, &picked, stats)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    };
+    let train_enc = encode_all(&train, true, &mut stats)?;
+    let mut eval_stats = EncodeStats::default();
+    let eval_enc = encode_all(&eval, false, &mut eval_stats)?;
+    if eval_stats.dropped > 0 {
+        say(format!("eval: {} examples dropped (longer than max_length even with the schema cut)", eval_stats.dropped));
+    }
+    Ok((train_enc, eval_enc, stats))
+}
+
+/// `default` → `$SQLORA_MODEL`, else `$SQLORA_CACHE/…gguf`, else `~/.cache/sqlora/…gguf`.
+pub fn resolve_base(spec: &str) -> Result<String> {
+    if spec != "default" {
+        return Ok(spec.to_string());
+    }
+    const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    if let Some(p) = std::env::var_os("SQLORA_MODEL") {
+        return Ok(PathBuf::from(p).display().to_string());
+    }
+    let dir = match std::env::var_os("SQLORA_CACHE") {
+        Some(c) => PathBuf::from(c),
+        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache/sqlora"),
+    };
+    let p = dir.join(FILE);
+    if !p.is_file() {
+        bail!("{}: default base model not found (run `sqlora fetch-model`, or set base / SQLORA_MODEL)", p.display());
+    }
+    Ok(p.display().to_string())
+}
+
+fn base_format(q: &str) -> BaseFormat {
+    match q {
+        "nf4" => BaseFormat::Nf4,
+        "f32" => BaseFormat::F32,
+        _ => BaseFormat::AsStored,
+    }
+}
+
+pub fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s.starts_with("cuda") => {
+            let n = s.strip_prefix("cuda").and_then(|r| r.strip_prefix(':')).unwrap_or("0");
+            let n: usize = n.parse().with_context(|| format!("device `{s}`: expected cuda:N"))?;
+            Device::new_cuda(n).with_context(|| format!("device `{s}` (is this build compiled with `--features cuda`?)"))
+        }
+        other => bail!("device `{other}`: expected cpu or cuda:N"),
+    }
+}
+
+/// A frozen base whose kernels have no backward (candle's QMatMul) silently
+/// stops gradients; catch that before hours of training nothing. With B = 0 at
+/// init only the B matrices get gradient, and the first layer's B only if the
+/// gradient crosses every layer above it and the LM head.
+fn check_gradient_flow(model: &Model, params: &[Param]) -> Result<()> {
+    let ids = candle_core::Tensor::new(&[[1u32, 2, 3]], model.device())?;
+    let logits = model.forward(&ids, 0, None)?;
+    let loss = logits.to_dtype(candle_core::DType::F32)?.sqr()?.mean_all()?;
+    let grads = loss.backward()?;
+    let first_b = params.iter().find(|p| p.name.ends_with("lora_B.weight")).context("no LoRA B parameter")?;
+    let flows = match grads.get(first_b.var.as_tensor()) {
+        Some(g) => g.abs()?.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? > 0.0,
+        None => false,
+    };
+    if !flows {
+        bail!(
+            "no gradient reaches `{}`: the base's quantized kernels have no backward. Use quantization = \"nf4\" or \"f32\"",
+            first_b.name
+        );
+    }
+    Ok(())
 }

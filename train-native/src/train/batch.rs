@@ -20,9 +20,6 @@ impl Encoded {
     pub fn len(&self) -> usize {
         self.ids.len()
     }
-    pub fn targets(&self) -> usize {
-        self.loss_mask.iter().filter(|&&m| m).count()
-    }
 }
 
 /// A padded batch ready for the model, shifted for next-token prediction.

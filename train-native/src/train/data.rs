@@ -74,6 +74,8 @@ impl DbSchema {
 /// One question with its gold SQL and the schema it is asked against.
 #[derive(Debug, Clone)]
 pub struct Example {
+    /// Spider database / WikiSQL table id (for evaluation and messages).
+    #[allow(dead_code)]
     pub db_id: String,
     pub question: String,
     pub sql: String,
@@ -97,8 +99,7 @@ pub fn load(path: &Path, tables: Option<&Path>, skip_malformed: bool) -> Result<
     for (line, rec) in records {
         let rec = match rec {
             Ok(v) => v,
-            Err(e) if skip_malformed => {
-                let _ = e;
+            Err(_) if skip_malformed => {
                 out.skipped += 1;
                 continue;
             }
