@@ -275,6 +275,27 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Token ids of a rendered chat prompt (special-token text recognised, no
+    /// BOS added). A BOS written at the start of the text becomes the BOS id
+    /// and the rest is encoded as the start of a text: SentencePiece models
+    /// then get their `▁` word prefix (`<s>[INST]` → 1, 733 = `▁[`, as Mistral's
+    /// own tokenizer gives) where plain `tokenizers` would not (28792 = `[`).
+    /// For byte-level models this is the same as `encode(text, false)`.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        if let Some(bos) = self.bos_id {
+            if let Some(bos_text) = self.token_text(bos).filter(|t| !t.is_empty()) {
+                if let Some(rest) = text.strip_prefix(bos_text.as_str()) {
+                    let mut ids = vec![bos];
+                    if !rest.is_empty() {
+                        ids.extend(self.encode(rest, false)?);
+                    }
+                    return Ok(ids);
+                }
+            }
+        }
+        self.encode(text, false)
+    }
+
     /// Text of `ids`; `skip_special` drops special tokens (BOS/EOS/control).
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner.decode(ids, skip_special).map_err(tok_err)
