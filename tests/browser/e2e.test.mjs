@@ -1,0 +1,85 @@
+// End-to-end: the demo built by trunk, served on 127.0.0.1, driven in headless
+// Chromium. Run after `trunk build` (scripts/test-all.sh does both).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { serve, launch, ensureServedModel, MODELS, ARTIFACTS, REPO, HERE, DEFAULT_MODEL_FILE } from './harness.mjs';
+
+// Spider's concert_singer schema, as a user would paste it.
+const CONCERT_SINGER = `CREATE TABLE stadium (Stadium_ID int PRIMARY KEY, Location text, Name text, Capacity int, Highest int, Lowest int, Average int);
+CREATE TABLE singer (Singer_ID int PRIMARY KEY, Name text, Country text, Song_Name text, Song_release_year text, Age int, Is_male bool);
+CREATE TABLE concert (concert_ID int PRIMARY KEY, concert_Name text, Theme text, Stadium_ID text REFERENCES stadium(Stadium_ID), Year text);
+CREATE TABLE singer_in_concert (concert_ID int REFERENCES concert(concert_ID), Singer_ID text REFERENCES singer(Singer_ID), PRIMARY KEY (concert_ID, Singer_ID));`;
+
+const MODEL_FILE = process.env.SQLORA_WEB_MODEL_FILE || DEFAULT_MODEL_FILE;
+const LOAD_TIMEOUT = 180_000;
+const GEN_TIMEOUT = 300_000;
+
+let server;
+let browser;
+
+before(async () => {
+  if (!process.env.SQLORA_WEB_MODEL_FILE) ensureServedModel();
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  server = await serve(undefined, { '/models/': MODELS, '/embed/': HERE });
+  browser = await launch();
+});
+
+after(async () => {
+  if (browser) {
+    fs.writeFileSync(path.join(ARTIFACTS, 'console.log'), browser.logs.join('\n'));
+    await browser.close();
+  }
+  if (server) await server.close();
+});
+
+const byId = (id) => `[data-testid="${id}"]`;
+
+test('generates a SELECT on singer for the concert_singer schema', { timeout: LOAD_TIMEOUT + GEN_TIMEOUT }, async () => {
+  const { page } = browser;
+  await page.goto(`${server.url}/`);
+  await assert.rejects(page.click(byId('generate'), { timeout: 500 }), 'generate must be disabled before a model is loaded');
+  assert.equal(await page.isDisabled(byId('generate')), true);
+
+  await page.fill(byId('model-url'), `models/${MODEL_FILE}`);
+  await page.click(byId('load'));
+  await page.waitForSelector(`${byId('generate')}:not([disabled])`, { timeout: LOAD_TIMEOUT });
+  assert.match(await page.textContent(byId('model-status')), /Loaded .*downloaded/);
+  assert.equal(await page.getAttribute(byId('progress'), 'value') ?? await page.$eval(byId('progress'), (e) => String(e.value)), '1');
+
+  await page.fill(byId('schema'), CONCERT_SINGER);
+  await page.fill(byId('question'), 'How many singers do we have?');
+  await page.fill(byId('max-tokens'), '64');
+  await page.click(byId('generate'));
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.trim().length > 0,
+    byId('sql'), { timeout: GEN_TIMEOUT });
+
+  const output = await page.textContent(byId('output'));
+  const sql = (await page.textContent(byId('sql'))).trim();
+  const check = await page.$eval(byId('check'), (e) => ({ cls: e.className, text: e.textContent }));
+  const stats = await page.textContent(byId('stats'));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'concert_singer.png'), fullPage: true });
+  console.log(`SQL: ${sql}\ncheck: ${check.text}\nstats: ${stats}`);
+
+  assert.ok(output.length > 0, 'tokens were streamed into the output');
+  assert.match(sql, /^\s*SELECT\b/i);
+  assert.match(sql, /\bsinger\b/i);
+  assert.match(check.cls, /\bok\b/, `the page's check passes: ${check.text}`);
+  assert.match(stats, /first token \d+ ms .* decode [\d.]+ tok\/s/);
+  assert.equal(await page.isVisible(byId('error')), false);
+});
+
+test('a missing model URL shows a clear, retryable error', { timeout: 60_000 }, async () => {
+  const { page } = browser;
+  await page.goto(`${server.url}/`);
+  await page.fill(byId('model-url'), 'models/does-not-exist.gguf');
+  await page.click(byId('load'));
+  await page.waitForSelector(`${byId('error')}:visible`, { timeout: 30_000 });
+  const text = await page.textContent(byId('error'));
+  assert.match(text, /does-not-exist\.gguf/);
+  assert.match(text, /HTTP 404/);
+  assert.equal(await page.isDisabled(byId('generate')), true);
+  assert.equal(await page.textContent(byId('load')), 'Retry');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'missing_model.png'), fullPage: true });
+});
