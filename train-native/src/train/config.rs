@@ -293,3 +293,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[cfg(test)]
+mod shipped_configs {
+    use super::*;
+
+    #[test]
+    fn documented_default_config_equals_the_defaults() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let c = TrainConfig::resolve(Some(&root.join("configs/spider-smollm2.toml")), &[]).unwrap();
+        assert_eq!(c, TrainConfig::default());
+        let w = TrainConfig::resolve(Some(&root.join("configs/wikisql-smollm2.toml")), &[]).unwrap();
+        assert_eq!(w.lora_r, 64);
+        assert!(w.train_data[0].ends_with("train_subset1000_text.jsonl"));
+    }
+}
