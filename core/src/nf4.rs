@@ -1,1 +1,446 @@
-//! (in progress)
+//! NF4 4-bit weights with double quantization, bit-exact with bitsandbytes 0.50
+//! (`quantize_4bit(.., blocksize=64, compress_statistics=True, quant_type="nf4")`).
+//!
+//! Layout (see `shared/peer/out/nf4_notes.md`):
+//! - the weight is flattened row-major and cut into blocks of 64; each block
+//!   keeps its absmax and one 4-bit code per value (index into [`NF4_CODE`]);
+//!   two codes per byte, the first element in the high nibble;
+//! - double quantization: the absmax values minus their mean are quantized
+//!   blockwise (256) to 8 bits with bitsandbytes' signed dynamic map; the mean
+//!   is kept as an f32 offset, and each 256-block keeps its own f32 absmax.
+//!
+//! Memory: 0.5 byte per parameter + 1 byte per 64 + 4 bytes per 64·256
+//! parameters ≈ 4.127 bits per parameter.
+
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::{Error, Result};
+
+/// Values per NF4 block.
+pub const BLOCK: usize = 64;
+/// Absmax values per double-quantization block.
+pub const BLOCK2: usize = 256;
+
+/// bitsandbytes' NF4 code table (index → value).
+pub const NF4_CODE: [f32; 16] = [
+    -1.0,
+    -0.696_192_8,
+    -0.525_073_05,
+    -0.394_917_5,
+    -0.284_441_38,
+    -0.184_773_43,
+    -0.091_050_036,
+    0.0,
+    0.079_580_3,
+    0.160_930_2,
+    0.246_112_3,
+    0.337_915_24,
+    0.440_709_83,
+    0.562_617,
+    0.722_956_84,
+    1.0,
+];
+
+/// bitsandbytes' `create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8)`,
+/// sorted ascending, computed in f32 the way torch does it.
+pub fn dynamic_map() -> &'static [f32; 256] {
+    static MAP: OnceLock<[f32; 256]> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut data: Vec<f32> = Vec::with_capacity(256);
+        for i in 0..7usize {
+            let n = (1usize << i) + 1;
+            let b = linspace_f32(0.1, 1.0, n);
+            // Python float scale times an f32 tensor: torch casts the scale to f32.
+            let scale = [1e-6f32, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0][i];
+            let means: Vec<f32> = b.windows(2).map(|w| (w[0] + w[1]) / 2.0).collect();
+            data.extend(means.iter().map(|m| scale * m));
+            data.extend(means.iter().map(|m| -scale * m));
+        }
+        data.push(0.0);
+        data.push(1.0);
+        data.resize(256, 0.0);
+        data.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+        data.try_into().expect("256 entries")
+    })
+}
+
+/// torch.linspace in f32 as its CPU kernel computes it: `step = (end - start) / (n - 1)`,
+/// the first half counting up from `start` and the second half down from `end`,
+/// each value one fused multiply-add (the compiler contracts `start + step * i`
+/// in torch's build; plain mul-then-add differs in 42 of the 256 map entries).
+fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (n - 1) as f32;
+    let half = n / 2;
+    (0..n)
+        .map(|i| {
+            if i < half {
+                step.mul_add(i as f32, start)
+            } else {
+                (-step).mul_add((n - i - 1) as f32, end)
+            }
+        })
+        .collect()
+}
+
+/// Midpoints of the NF4 table: the code of a value is the number of midpoints
+/// strictly below it (torch.bucketize, right=False: ties go to the lower code).
+fn nf4_midpoints() -> [f32; 15] {
+    std::array::from_fn(|k| (NF4_CODE[k] + NF4_CODE[k + 1]) / 2.0)
+}
+
+/// bitsandbytes' CPU 8-bit blockwise rounding: a 65536-entry look-up table over
+/// [-1, 1] whose entry i counts the dynamic-map midpoints below `-1 + 2i/65535`.
+/// Not plain nearest-code rounding (that differs near midpoints).
+fn dq_lut() -> &'static [u8] {
+    static LUT: OnceLock<Vec<u8>> = OnceLock::new();
+    LUT.get_or_init(|| {
+        let code = dynamic_map();
+        let mids: Vec<f32> = code.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
+        (0..65536u32)
+            .map(|i| {
+                let v = -1.0f32 + (2.0f32 * i as f32) / 65535.0f32;
+                mids.partition_point(|&m| m < v) as u8
+            })
+            .collect()
+    })
+}
+
+/// An NF4 double-quantized weight `[out, in]`, as bitsandbytes stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nf4Tensor {
+    shape: [usize; 2],
+    /// Two codes per byte, element 2j in the high nibble.
+    packed: Vec<u8>,
+    /// 8-bit dynamic-map code of `absmax - offset`, one per 64-block.
+    absmax_q: Vec<u8>,
+    /// f32 absmax of `absmax - offset` per 256-block of absmax values.
+    absmax2: Vec<f32>,
+    /// Mean of the f32 absmax values.
+    offset: f32,
+}
+
+impl Nf4Tensor {
+    /// Quantize a 2-D tensor (any float dtype, any device) as bitsandbytes does.
+    pub fn quantize(w: &Tensor) -> Result<Self> {
+        let (rows, cols) = w.dims2()?;
+        let data = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Self::quantize_slice(&data, [rows, cols])
+    }
+
+    /// Quantize row-major f32 values of shape `shape`.
+    pub fn quantize_slice(data: &[f32], shape: [usize; 2]) -> Result<Self> {
+        let n = shape[0] * shape[1];
+        if data.len() != n || n == 0 || n % 2 != 0 {
+            return Err(Error::msg(format!(
+                "NF4: cannot quantize {} values as shape {shape:?} (need a non-empty, even-sized matrix)",
+                data.len()
+            )));
+        }
+        if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
+            return Err(Error::msg(format!(
+                "NF4: weight contains a non-finite value ({bad})"
+            )));
+        }
+        let mids = nf4_midpoints();
+        let nblocks = n.div_ceil(BLOCK);
+        let mut absmax = Vec::with_capacity(nblocks);
+        let mut packed = vec![0u8; n / 2];
+        let mut codes = [0u8; BLOCK];
+        for (b, block) in data.chunks(BLOCK).enumerate() {
+            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            absmax.push(amax);
+            // bnb multiplies by the f32 reciprocal rather than dividing.
+            let inv = 1.0f32 / amax;
+            for (c, &x) in codes.iter_mut().zip(block) {
+                *c = if amax == 0.0 {
+                    7 // an all-zero block: code of 0.0 (bnb would produce NaN here)
+                } else {
+                    let s = (x * inv).clamp(-1.0, 1.0);
+                    mids.iter().filter(|&&m| m < s).count() as u8
+                };
+            }
+            let base = b * BLOCK / 2;
+            for (j, pair) in codes[..block.len()].chunks(2).enumerate() {
+                packed[base + j] = (pair[0] << 4) | pair.get(1).copied().unwrap_or(0);
+            }
+        }
+        let (absmax_q, absmax2, offset) = double_quantize(&absmax);
+        Ok(Nf4Tensor {
+            shape,
+            packed,
+            absmax_q,
+            absmax2,
+            offset,
+        })
+    }
+
+    /// Rebuild from bitsandbytes' serialized parts (checkpoint `weight`,
+    /// `weight.absmax`, `weight.nested_absmax`, `nested_offset`).
+    pub fn from_parts(
+        shape: [usize; 2],
+        packed: Vec<u8>,
+        absmax_q: Vec<u8>,
+        absmax2: Vec<f32>,
+        offset: f32,
+    ) -> Result<Self> {
+        let n = shape[0] * shape[1];
+        let nblocks = n.div_ceil(BLOCK);
+        if packed.len() != n.div_ceil(2)
+            || absmax_q.len() != nblocks
+            || absmax2.len() != nblocks.div_ceil(BLOCK2)
+        {
+            return Err(Error::msg(format!(
+                "NF4 parts do not fit shape {shape:?}: packed {}, absmax {}, nested_absmax {}",
+                packed.len(),
+                absmax_q.len(),
+                absmax2.len()
+            )));
+        }
+        Ok(Nf4Tensor {
+            shape,
+            packed,
+            absmax_q,
+            absmax2,
+            offset,
+        })
+    }
+
+    pub fn shape(&self) -> &[usize; 2] {
+        &self.shape
+    }
+    pub fn packed(&self) -> &[u8] {
+        &self.packed
+    }
+    pub fn absmax_q(&self) -> &[u8] {
+        &self.absmax_q
+    }
+    pub fn absmax2(&self) -> &[f32] {
+        &self.absmax2
+    }
+    pub fn offset(&self) -> f32 {
+        self.offset
+    }
+
+    /// Bytes held: packed codes, 8-bit absmax, f32 nested absmax, f32 offset.
+    pub fn bytes(&self) -> usize {
+        self.packed.len() + self.absmax_q.len() + 4 * self.absmax2.len() + 4
+    }
+
+    /// The per-64-block scales after double dequantization:
+    /// `code2[absmax_q] * absmax2[block / 256] + offset` (f32 mul, then f32 add).
+    pub fn absmax(&self) -> Vec<f32> {
+        let code2 = dynamic_map();
+        self.absmax_q
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| code2[q as usize] * self.absmax2[i / BLOCK2] + self.offset)
+            .collect()
+    }
+
+    /// Row-major f32 values, `NF4[code] * absmax[block]`.
+    pub fn dequantize_vec(&self) -> Vec<f32> {
+        let n = self.shape[0] * self.shape[1];
+        let absmax = self.absmax();
+        let mut out = Vec::with_capacity(n);
+        for (b, bytes) in self.packed.chunks(BLOCK / 2).enumerate() {
+            let s = absmax[b];
+            for &byte in bytes {
+                out.push(NF4_CODE[(byte >> 4) as usize] * s);
+                out.push(NF4_CODE[(byte & 15) as usize] * s);
+            }
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// The dense f32 weight `[out, in]` on `device`. On the CPU a direct loop;
+    /// elsewhere the packed bytes (0.5 byte per value) are uploaded and expanded
+    /// there with tensor ops ([`Self::dequantize_with_ops`]), so a GPU never
+    /// receives f32 weights over the bus.
+    pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
+        if device.is_cpu() {
+            Ok(Tensor::from_vec(
+                self.dequantize_vec(),
+                (self.shape[0], self.shape[1]),
+                device,
+            )?)
+        } else {
+            self.dequantize_with_ops(device)
+        }
+    }
+
+    /// Device-generic dequantization with candle tensor ops (index_select, mul,
+    /// add): the same f32 operations in the same order as [`Self::dequantize_vec`],
+    /// hence bit-identical; runs on whatever device `device` is.
+    pub fn dequantize_with_ops(&self, device: &Device) -> Result<Tensor> {
+        let n = self.shape[0] * self.shape[1];
+        let nblocks = self.absmax_q.len();
+        // Byte → value of its high / low nibble.
+        let hi: Vec<f32> = (0..256).map(|b| NF4_CODE[b >> 4]).collect();
+        let lo: Vec<f32> = (0..256).map(|b| NF4_CODE[b & 15]).collect();
+        let hi = Tensor::from_vec(hi, 256, device)?;
+        let lo = Tensor::from_vec(lo, 256, device)?;
+        // u8 indices are widened first: candle's index_select misreads some u8 ids.
+        let packed =
+            Tensor::from_slice(&self.packed, self.packed.len(), device)?.to_dtype(DType::U32)?;
+        let vals = Tensor::stack(
+            &[hi.index_select(&packed, 0)?, lo.index_select(&packed, 0)?],
+            1,
+        )?
+        .flatten_all()?;
+
+        let code2 = Tensor::from_slice(dynamic_map().as_slice(), 256, device)?;
+        let absmax_q = Tensor::from_slice(&self.absmax_q, nblocks, device)?.to_dtype(DType::U32)?;
+        let absmax2 = Tensor::from_slice(&self.absmax2, self.absmax2.len(), device)?;
+        let which2: Vec<u32> = (0..nblocks).map(|b| (b / BLOCK2) as u32).collect();
+        let absmax2 = absmax2.index_select(&Tensor::from_vec(which2, nblocks, device)?, 0)?;
+        let offset = Tensor::new(&[self.offset], device)?;
+        let absmax = (code2.index_select(&absmax_q, 0)? * absmax2)?.broadcast_add(&offset)?;
+        // A partial last block is padded to 64 values, then cut off again.
+        let padded = vals.pad_with_zeros(0, 0, nblocks * BLOCK - vals.dim(0)?)?;
+        let out = padded
+            .reshape((nblocks, BLOCK))?
+            .broadcast_mul(&absmax.reshape((nblocks, 1))?)?;
+        Ok(out
+            .flatten_all()?
+            .narrow(0, 0, n)?
+            .reshape((self.shape[0], self.shape[1]))?)
+    }
+
+    /// `x · deq(W)ᵀ` for `x` `[.., in]` (no gradient; see [`crate::linear`] for
+    /// the trainable form).
+    pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.dequantize(x.device())?.to_dtype(x.dtype())?;
+        Ok(x.broadcast_matmul(&w.t()?)?)
+    }
+}
+
+/// Double quantization of the f32 absmax values: `(codes, absmax2, offset)`.
+fn double_quantize(absmax: &[f32]) -> (Vec<u8>, Vec<f32>, f32) {
+    let offset = torch_mean(absmax);
+    let lut = dq_lut();
+    let mut codes = Vec::with_capacity(absmax.len());
+    let mut absmax2 = Vec::with_capacity(absmax.len().div_ceil(BLOCK2));
+    for block in absmax.chunks(BLOCK2) {
+        let amax2 = block.iter().fold(0f32, |m, a| m.max((a - offset).abs()));
+        absmax2.push(amax2);
+        let inv = 1.0f32 / amax2;
+        for &a in block {
+            let y = a - offset;
+            codes.push(if amax2 == 0.0 {
+                lut[32768] // all equal: the code of 0
+            } else {
+                let v = (y * inv).clamp(-1.0, 1.0);
+                let i = ((v + 1.0) * 0.5 * 65535.0 + 0.5) as usize; // trunc, as bnb's C does
+                lut[i.min(65535)]
+            });
+        }
+    }
+    (codes, absmax2, offset)
+}
+
+/// The f32 mean as torch computes it for these sizes. The sum is taken in f64
+/// and rounded once, which equals torch's cascade sum on the reference vectors.
+fn torch_mean(v: &[f32]) -> f32 {
+    (v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64) as f32
+}
+
+/// Memory of a model's linear projections as NF4 with double quantization.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Nf4Memory {
+    /// Parameters in the quantized projections (7 per layer; embeddings, norms and
+    /// LM head are not quantized, as with bitsandbytes through transformers).
+    pub params: usize,
+    pub packed_bytes: usize,
+    /// 8-bit absmax, f32 nested absmax and offset.
+    pub stats_bytes: usize,
+}
+
+impl Nf4Memory {
+    pub fn total_bytes(&self) -> usize {
+        self.packed_bytes + self.stats_bytes
+    }
+    pub fn bits_per_param(&self) -> f64 {
+        8.0 * self.total_bytes() as f64 / self.params as f64
+    }
+    /// The same parameters as dense f32 / bf16, for comparison.
+    pub fn f32_bytes(&self) -> usize {
+        4 * self.params
+    }
+    pub fn bf16_bytes(&self) -> usize {
+        2 * self.params
+    }
+}
+
+/// NF4+DQ bytes of one `[out, in]` matrix, exactly what [`Nf4Tensor::bytes`] gives.
+pub fn nf4_bytes(shape: [usize; 2]) -> usize {
+    let n = shape[0] * shape[1];
+    let nblocks = n.div_ceil(BLOCK);
+    n.div_ceil(2) + nblocks + 4 * nblocks.div_ceil(BLOCK2) + 4
+}
+
+/// Computed (not loaded) NF4+DQ memory of every linear projection of `cfg`.
+pub fn nf4_model_memory(cfg: &ModelConfig) -> Nf4Memory {
+    let mut m = Nf4Memory {
+        params: 0,
+        packed_bytes: 0,
+        stats_bytes: 0,
+    };
+    for (_, shape) in cfg.linear_shapes() {
+        let n = shape[0] * shape[1];
+        let packed = n.div_ceil(2);
+        m.params += n * cfg.num_hidden_layers;
+        m.packed_bytes += packed * cfg.num_hidden_layers;
+        m.stats_bytes += (nf4_bytes(shape) - packed) * cfg.num_hidden_layers;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_map_is_sorted_with_zero_at_127() {
+        let m = dynamic_map();
+        assert_eq!(m[127], 0.0);
+        assert_eq!(m[255], 1.0);
+        assert!(m.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn quantize_roundtrip_is_close_and_bytes_add_up() {
+        let data: Vec<f32> = (0..64 * 9 * 3)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let q = Nf4Tensor::quantize_slice(&data, [3, 576]).unwrap();
+        let d = q.dequantize_vec();
+        let max_err = data
+            .iter()
+            .zip(&d)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max_err < 0.3, "{max_err}");
+        assert_eq!(q.bytes(), nf4_bytes([3, 576]));
+        let ops = q
+            .dequantize_with_ops(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(ops, d);
+    }
+
+    #[test]
+    fn rejects_odd_and_non_finite_input() {
+        assert!(Nf4Tensor::quantize_slice(&[1.0, 2.0, 3.0], [1, 3]).is_err());
+        assert!(Nf4Tensor::quantize_slice(&[1.0, f32::NAN], [1, 2]).is_err());
+    }
+}
