@@ -195,7 +195,7 @@ impl Sandbox {
     /// permitted statement that SQLite accepts against this schema.
     pub fn check(&self, sql: &str) -> std::result::Result<Access, ExecError> {
         self.reset_hooks();
-        let res = self.conn.prepare(sql).map(|_| ()).map_err(|e| ExecError::Sql(e.to_string()));
+        let res = self.prepare(sql).map(|_| ());
         self.finish(res)?;
         Ok(Access { reads: self.reads.lock().unwrap_or_else(|e| e.into_inner()).clone() })
     }
@@ -214,7 +214,7 @@ impl Sandbox {
 
     fn run(&self, sql: &str) -> std::result::Result<Vec<Row>, ExecError> {
         let sql_err = |e: rusqlite::Error| ExecError::Sql(e.to_string());
-        let mut stmt = self.conn.prepare(sql).map_err(sql_err)?;
+        let mut stmt = self.prepare(sql)?;
         let ncols = stmt.column_count();
         let mut rows = stmt.query([]).map_err(sql_err)?;
         let mut out = Vec::new();
@@ -229,6 +229,16 @@ impl Sandbox {
             out.push(cells);
         }
         Ok(out)
+    }
+
+    /// Prepare one statement and insist it is a read-only query: statements
+    /// the authorizer never sees (e.g. `VACUUM INTO`) are refused here.
+    fn prepare(&self, sql: &str) -> std::result::Result<rusqlite::Statement<'_>, ExecError> {
+        let stmt = self.conn.prepare(sql).map_err(|e| ExecError::Sql(e.to_string()))?;
+        if !stmt.readonly() || stmt.column_count() == 0 {
+            return Err(ExecError::Denied("not a read-only query".into()));
+        }
+        Ok(stmt)
     }
 
     fn reset_hooks(&self) {
