@@ -3,11 +3,22 @@
 //! The frozen base weight can be dense (f32/bf16), GGUF block-quantized
 //! (Q4_1, Q8_0, … as candle reads them) or NF4 (bitsandbytes layout, for QLoRA);
 //! a LoRA adapter may sit beside it. `y = base(x) + lora(x)`.
+//!
+//! Two paths through the base:
+//! - nothing upstream needs a gradient (`!x.track_op()`, e.g. generation): the
+//!   fastest kernel — candle's quantized matmul for GGUF, a plain matmul for dense;
+//! - training (`x.track_op()`): [`FrozenMatmul`], a custom op whose backward
+//!   returns `∂L/∂x = g · W` and nothing for W. candle's `QMatMul` has no
+//!   backward at all, and a plain matmul would also compute the (unused) weight
+//!   gradient. Quantized weights are dequantized per call, on the device the
+//!   input lives on, and dropped right after: the autograd graph holds the
+//!   quantized weight, never a dense copy.
 
 use std::sync::Arc;
 
+use candle_core::backend::BackendStorage;
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Storage, Tensor};
 
 use crate::lora::LoraLayer;
 use crate::nf4::Nf4Tensor;
@@ -23,6 +34,91 @@ pub enum BaseWeight {
     Nf4(Arc<Nf4Tensor>),
 }
 
+impl BaseWeight {
+    /// `[out, in]`.
+    pub fn dims(&self) -> (usize, usize) {
+        let dims = match self {
+            BaseWeight::Dense(w) => w.dims().to_vec(),
+            BaseWeight::Quantized(q, _) => q.shape().dims().to_vec(),
+            BaseWeight::Nf4(n) => n.shape().to_vec(),
+        };
+        (dims[0], dims[1])
+    }
+
+    /// The weight as a contiguous dense tensor on `device` in `dtype`, made for
+    /// this call only (quantized forms are dequantized there).
+    pub fn dense_on(&self, device: &Device, dtype: DType) -> Result<Tensor> {
+        let w = match self {
+            BaseWeight::Dense(w) => w.to_device(device)?,
+            BaseWeight::Quantized(q, _) => q.dequantize(device)?,
+            BaseWeight::Nf4(n) => n.dequantize(device)?,
+        };
+        Ok(w.to_dtype(dtype)?.contiguous()?)
+    }
+}
+
+/// `x [m, in] ↦ x · Wᵀ [m, out]` with a backward for x only.
+struct FrozenMatmul(BaseWeight);
+
+impl FrozenMatmul {
+    fn weight_on(&self, device: &Device, dtype: DType) -> candle_core::Result<Tensor> {
+        self.0
+            .dense_on(device, dtype)
+            .map_err(candle_core::Error::wrap)
+    }
+}
+
+/// The matmul itself at storage level, shared by every backend.
+fn matmul_wt<S: BackendStorage>(
+    x: &S,
+    xl: &Layout,
+    w: &S,
+    wl: &Layout,
+) -> candle_core::Result<(S, Shape)> {
+    let (m, k) = xl.shape().dims2()?;
+    let (n, k2) = wl.shape().dims2()?;
+    if k != k2 {
+        candle_core::bail!("frozen linear: input has {k} features, weight expects {k2}");
+    }
+    let y = x.matmul(w, (1, m, n, k), xl, &wl.transpose(0, 1)?)?;
+    Ok((y, Shape::from((m, n))))
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let w = self.weight_on(&Device::Cpu, s.dtype())?;
+        let (ws, wl) = w.storage_and_layout();
+        match &*ws {
+            Storage::Cpu(ws) => matmul_wt(s, l, ws, wl),
+            _ => candle_core::bail!("frozen linear: weight is not on the CPU"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let device = Device::Cuda(s.device().clone());
+        let w = self.weight_on(&device, s.dtype())?;
+        let (ws, wl) = w.storage_and_layout();
+        match &*ws {
+            Storage::Cuda(ws) => matmul_wt(s, l, ws, wl),
+            _ => candle_core::bail!("frozen linear: weight is not on the input's CUDA device"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let w = self.weight_on(g.device(), g.dtype())?;
+        Ok(Some(g.matmul(&w)?))
+    }
+}
+
 #[derive(Clone)]
 pub struct Linear {
     base: BaseWeight,
@@ -32,7 +128,11 @@ pub struct Linear {
 
 impl Linear {
     pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { base: BaseWeight::Dense(weight), bias, lora: None }
+        Linear {
+            base: BaseWeight::Dense(weight),
+            bias,
+            lora: None,
+        }
     }
 
     pub fn quantized(weight: QTensor) -> Result<Self> {
@@ -42,19 +142,35 @@ impl Linear {
     /// Shares the quantized tensor (a tied LM head reuses the embedding's).
     pub fn quantized_arc(q: Arc<QTensor>) -> Result<Self> {
         let mm = QMatMul::from_arc(q.clone())?;
-        Ok(Linear { base: BaseWeight::Quantized(q, mm), bias: None, lora: None })
+        Ok(Linear {
+            base: BaseWeight::Quantized(q, mm),
+            bias: None,
+            lora: None,
+        })
     }
 
     pub fn nf4(weight: Nf4Tensor) -> Self {
-        Linear { base: BaseWeight::Nf4(Arc::new(weight)), bias: None, lora: None }
+        Linear {
+            base: BaseWeight::Nf4(Arc::new(weight)),
+            bias: None,
+            lora: None,
+        }
     }
 
     pub fn base(&self) -> &BaseWeight {
         &self.base
     }
 
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     pub fn lora(&self) -> Option<&LoraLayer> {
         self.lora.as_ref()
+    }
+
+    pub fn lora_mut(&mut self) -> Option<&mut LoraLayer> {
+        self.lora.as_mut()
     }
 
     pub fn set_lora(&mut self, lora: Option<LoraLayer>) {
@@ -63,21 +179,12 @@ impl Linear {
 
     /// `[out, in]`.
     pub fn shape(&self) -> (usize, usize) {
-        let dims = match &self.base {
-            BaseWeight::Dense(w) => w.dims().to_vec(),
-            BaseWeight::Quantized(q, _) => q.shape().dims().to_vec(),
-            BaseWeight::Nf4(n) => n.shape().to_vec(),
-        };
-        (dims[0], dims[1])
+        self.base.dims()
     }
 
     /// The base weight as a dense f32 tensor `[out, in]` (export, merge, checks).
     pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
-        Ok(match &self.base {
-            BaseWeight::Dense(w) => w.to_dtype(DType::F32)?.to_device(device)?,
-            BaseWeight::Quantized(q, _) => q.dequantize(device)?,
-            BaseWeight::Nf4(n) => n.dequantize(device)?,
-        })
+        self.base.dense_on(device, DType::F32)
     }
 
     /// Replace a quantized/NF4 base by its dense f32 form (`--dequantize`).
@@ -87,26 +194,72 @@ impl Linear {
         Ok(())
     }
 
+    /// Replace the base by its NF4 double-quantized form (QLoRA), quantizing
+    /// from the dense (or dequantized) weight. The dense copy is dropped.
+    pub fn to_nf4(&mut self) -> Result<()> {
+        if !matches!(self.base, BaseWeight::Nf4(_)) {
+            let w = self.base.dense_on(&Device::Cpu, DType::F32)?;
+            self.base = BaseWeight::Nf4(Arc::new(Nf4Tensor::quantize(&w)?));
+        }
+        Ok(())
+    }
+
+    /// Fold the adapter into a dense f32 base: `W' = deq(W) + scaling · B·A`;
+    /// the adapter is removed. Without an adapter, only dequantizes.
+    pub fn merge_lora(&mut self, device: &Device) -> Result<()> {
+        let mut w = self.dequantize(device)?;
+        if let Some(l) = self.lora.take() {
+            w = (w + l.delta_weight()?.to_device(device)?)?;
+        }
+        self.base = BaseWeight::Dense(w);
+        Ok(())
+    }
+
     /// Frozen part only: `x · Wᵀ (+ b)`.
     pub fn forward_base(&self, x: &Tensor) -> Result<Tensor> {
-        let y = match &self.base {
-            BaseWeight::Dense(w) => {
-                let w = if w.dtype() == x.dtype() { w.clone() } else { w.to_dtype(x.dtype())? };
-                x.broadcast_matmul(&w.t()?)?
+        let y = if x.track_op() {
+            self.forward_frozen(x)?
+        } else {
+            match &self.base {
+                BaseWeight::Dense(w) => {
+                    let w = if w.dtype() == x.dtype() {
+                        w.clone()
+                    } else {
+                        w.to_dtype(x.dtype())?
+                    };
+                    x.broadcast_matmul(&w.t()?)?
+                }
+                BaseWeight::Quantized(_, mm) => mm.forward(x)?,
+                BaseWeight::Nf4(n) => n.matmul_t(x)?,
             }
-            BaseWeight::Quantized(_, mm) => mm.forward(x)?,
-            BaseWeight::Nf4(n) => n.matmul_t(x)?,
         };
         Ok(match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
             None => y,
         })
+    }
+
+    /// The trainable-graph form of the base product (see the module docs).
+    fn forward_frozen(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (out, inn) = self.shape();
+        let last = *dims.last().unwrap_or(&0);
+        if last != inn {
+            return Err(crate::Error::msg(format!(
+                "linear [{out}, {inn}]: input has {last} features"
+            )));
+        }
+        let x2 = x.reshape(((), inn))?.contiguous()?;
+        let y = x2.apply_op1(FrozenMatmul(self.base.clone()))?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("non-empty") = out;
+        Ok(y.reshape(out_dims)?)
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.forward_base(x)?;
         match &self.lora {
-            Some(l) => Ok((y + l.forward(x)?)?),
+            Some(l) => Ok((y + l.forward(x)?.to_dtype(x.dtype())?)?),
             None => Ok(y),
         }
     }

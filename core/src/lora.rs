@@ -1,1 +1,411 @@
-//! (in progress)
+//! LoRA adapters as peft defines them: `result = base(x) + B(A(dropout(x))) · scaling`.
+//!
+//! A `[r, in]` starts kaiming-uniform (a = √5, i.e. U(±1/√in)), B `[out, r]` at
+//! zero, so a fresh adapter leaves the model unchanged. Both are candle [`Var`]s
+//! (f32 master weights) so a trainer can collect and update them; an adapter
+//! loaded for inference is frozen and adds nothing to the autograd graph.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The seven projections of a Mistral/Llama block, as peft names their modules.
+pub const ALL_LINEAR: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// Hyper-parameters of an adapter (the subset of peft's `LoraConfig` that matters here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f64,
+    /// Dropout probability on the adapter input (training only).
+    pub dropout: f64,
+    /// Module names (`q_proj`, …, or full names) or the single entry `all-linear`.
+    pub target_modules: Vec<String>,
+    /// Scale by alpha/√r instead of alpha/r.
+    pub use_rslora: bool,
+}
+
+impl Default for LoraConfig {
+    /// The project's training defaults: r 64, alpha 128, dropout 0.05, all seven projections.
+    fn default() -> Self {
+        LoraConfig {
+            r: 64,
+            alpha: 128.0,
+            dropout: 0.05,
+            target_modules: ALL_LINEAR.iter().map(|s| s.to_string()).collect(),
+            use_rslora: false,
+        }
+    }
+}
+
+impl LoraConfig {
+    pub fn scaling(&self) -> f64 {
+        if self.use_rslora {
+            self.alpha / (self.r as f64).sqrt()
+        } else {
+            self.alpha / self.r as f64
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.r == 0 {
+            return Err(Error::msg("LoRA rank r must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::msg(format!(
+                "LoRA dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
+        if self.target_modules.is_empty() {
+            return Err(Error::msg("LoRA target_modules is empty"));
+        }
+        for t in &self.target_modules {
+            let known = t == "all-linear"
+                || ALL_LINEAR
+                    .iter()
+                    .any(|m| t == m || t.ends_with(&format!(".{m}")));
+            if !known {
+                return Err(Error::msg(format!(
+                    "LoRA target module `{t}` is not a linear projection (expected one of {}, or all-linear)",
+                    ALL_LINEAR.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Does the module with HF name `name` (`model.layers.3.mlp.up_proj`) get an adapter?
+    /// peft's rule for a list: the name equals a target or ends with `.target`.
+    pub fn targets(&self, name: &str) -> bool {
+        self.target_modules.iter().any(|t| {
+            if t == "all-linear" {
+                ALL_LINEAR.iter().any(|m| name.ends_with(&format!(".{m}")))
+            } else {
+                name == t || name.ends_with(&format!(".{t}"))
+            }
+        })
+    }
+}
+
+/// Adapter-input dropout with a reproducible mask stream: mask k of a layer is
+/// drawn from `seed ⊕ salt ⊕ k`, so a trainer that restores `seed` and the call
+/// count (see [`LoraLayer::set_dropout_seed`]) gets the same masks after a resume.
+#[derive(Debug)]
+struct Dropout {
+    p: f64,
+    seed: u64,
+    salt: u64,
+    calls: AtomicU64,
+}
+
+impl Clone for Dropout {
+    fn clone(&self) -> Self {
+        Dropout {
+            p: self.p,
+            seed: self.seed,
+            salt: self.salt,
+            calls: AtomicU64::new(self.calls.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Dropout {
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let k = self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(mix(self.seed, self.salt), k));
+        let keep = 1.0 - self.p;
+        let scale = (1.0 / keep) as f32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if rng.random::<f64>() < keep {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
+/// SplitMix64 finalizer: turns structured inputs into independent seeds.
+pub fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b
+        .wrapping_add(0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(a << 6)
+        .wrapping_add(a >> 2);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A stable 64-bit hash of a module name (FNV-1a), to salt per-layer seeds.
+pub fn name_salt(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `B(A(dropout(x))) · scaling` beside a frozen base.
+#[derive(Clone, Debug)]
+pub struct LoraLayer {
+    a: Var,
+    b: Var,
+    scaling: f64,
+    dropout: Option<Dropout>,
+    /// Training: A and B are graph leaves and dropout is active.
+    train: bool,
+}
+
+impl LoraLayer {
+    /// A fresh adapter for a `[out, in]` projection: A ~ U(±1/√in) from `seed`
+    /// (mixed with the module name, so every layer differs), B = 0.
+    pub fn init(
+        name: &str,
+        out_features: usize,
+        in_features: usize,
+        cfg: &LoraConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let salt = name_salt(name);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, salt));
+        // kaiming_uniform_(a=√5): gain √(2/(1+5)), bound = gain·√(3/fan_in) = 1/√fan_in.
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let a: Vec<f32> = (0..cfg.r * in_features)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
+        let a = Tensor::from_vec(a, (cfg.r, in_features), device)?;
+        let b = Tensor::zeros((out_features, cfg.r), DType::F32, device)?;
+        let mut layer = Self::new(a, b, cfg.scaling())?;
+        layer.set_dropout(cfg.dropout, seed, salt);
+        Ok(layer)
+    }
+
+    /// From existing weights A `[r, in]` and B `[out, r]` (kept as f32).
+    pub fn new(a: Tensor, b: Tensor, scaling: f64) -> Result<Self> {
+        let (r, _) = a.dims2()?;
+        let (_, rb) = b.dims2()?;
+        if r != rb {
+            return Err(Error::msg(format!(
+                "LoRA A has rank {r} but B has rank {rb}"
+            )));
+        }
+        Ok(LoraLayer {
+            a: Var::from_tensor(&a.to_dtype(DType::F32)?)?,
+            b: Var::from_tensor(&b.to_dtype(DType::F32)?)?,
+            scaling,
+            dropout: None,
+            train: false,
+        })
+    }
+
+    fn set_dropout(&mut self, p: f64, seed: u64, salt: u64) {
+        self.dropout = (p > 0.0).then(|| Dropout {
+            p,
+            seed,
+            salt,
+            calls: AtomicU64::new(0),
+        });
+    }
+
+    /// Training mode: gradients flow into A and B, dropout is applied.
+    pub fn set_train(&mut self, train: bool) {
+        self.train = train;
+    }
+    pub fn is_train(&self) -> bool {
+        self.train
+    }
+
+    /// Restart the dropout mask stream at (`seed`, `calls`); a trainer derives the
+    /// seed from its own and sets `calls` to what it was, for exact resumes.
+    pub fn set_dropout_seed(&mut self, seed: u64, calls: u64) {
+        if let Some(d) = &mut self.dropout {
+            d.seed = seed;
+            d.calls = AtomicU64::new(calls);
+        }
+    }
+    /// Dropout masks drawn so far (0 without dropout).
+    pub fn dropout_calls(&self) -> u64 {
+        self.dropout
+            .as_ref()
+            .map_or(0, |d| d.calls.load(Ordering::Relaxed))
+    }
+
+    pub fn rank(&self) -> usize {
+        self.a.dims()[0]
+    }
+    pub fn scaling(&self) -> f64 {
+        self.scaling
+    }
+    /// A `[r, in]`.
+    pub fn a(&self) -> &Var {
+        &self.a
+    }
+    /// B `[out, r]`.
+    pub fn b(&self) -> &Var {
+        &self.b
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (a, b) = if self.train {
+            (self.a.as_tensor().clone(), self.b.as_tensor().clone())
+        } else {
+            (self.a.as_detached_tensor(), self.b.as_detached_tensor())
+        };
+        let (a, b) = (a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
+        let x = match &self.dropout {
+            Some(d) if self.train => d.apply(x)?,
+            _ => x.clone(),
+        };
+        let h = x.broadcast_matmul(&a.t()?)?;
+        Ok((h.broadcast_matmul(&b.t()?)? * self.scaling)?)
+    }
+
+    /// `scaling · B·A` `[out, in]` in f32: what merging adds to the base weight.
+    pub fn delta_weight(&self) -> Result<Tensor> {
+        Ok((self
+            .b
+            .as_detached_tensor()
+            .matmul(&self.a.as_detached_tensor())?
+            * self.scaling)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_follow_peft_suffix_rule() {
+        let c = LoraConfig {
+            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            ..Default::default()
+        };
+        assert!(c.targets("model.layers.0.self_attn.q_proj"));
+        assert!(!c.targets("model.layers.0.self_attn.k_proj"));
+        let all = LoraConfig {
+            target_modules: vec!["all-linear".into()],
+            ..Default::default()
+        };
+        assert!(all.targets("model.layers.7.mlp.down_proj"));
+        assert!(!all.targets("lm_head"));
+        let bad = LoraConfig {
+            target_modules: vec!["embed_tokens".into()],
+            ..Default::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("embed_tokens"));
+    }
+
+    #[test]
+    fn init_bounds_scaling_and_zero_b() {
+        let cfg = LoraConfig {
+            r: 4,
+            alpha: 16.0,
+            use_rslora: false,
+            ..Default::default()
+        };
+        let l = LoraLayer::init(
+            "model.layers.0.self_attn.q_proj",
+            8,
+            100,
+            &cfg,
+            7,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(l.scaling(), 4.0);
+        let a = l.a().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(a.iter().all(|v| v.abs() <= 0.1) && a.iter().any(|v| v.abs() > 0.05));
+        assert!(l
+            .b()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .all(|&v| v == 0.0));
+        let same = LoraLayer::init(
+            "model.layers.0.self_attn.q_proj",
+            8,
+            100,
+            &cfg,
+            7,
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(a, same.a().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let rs = LoraConfig {
+            use_rslora: true,
+            ..cfg
+        };
+        assert_eq!(rs.scaling(), 8.0);
+    }
+
+    #[test]
+    fn dropout_only_in_train_mode_and_reproducible() {
+        let cfg = LoraConfig {
+            r: 2,
+            alpha: 2.0,
+            dropout: 0.5,
+            ..Default::default()
+        };
+        let mut l = LoraLayer::init("m.q_proj", 3, 16, &cfg, 1, &Device::Cpu).unwrap();
+        l.b()
+            .set(&Tensor::ones((3, 2), DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
+        let x = Tensor::ones((4, 16), DType::F32, &Device::Cpu).unwrap();
+        let eval1 = l
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let eval2 = l
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(eval1, eval2);
+        l.set_train(true);
+        let t1 = l
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_ne!(t1, eval1);
+        l.set_dropout_seed(1, 0);
+        let t2 = l
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(t1, t2, "same seed and call count give the same mask");
+    }
+}
