@@ -1,8 +1,152 @@
-//! `sqlora eval` (in progress).
+//! `sqlora eval`: score text-to-SQL predictions the way Spider's official
+//! evaluators do (exact-set-match by hardness, execution accuracy in a
+//! sandbox, valid SQL), or generate them first from a model.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlora_eval::exec::ExecLimits;
+use sqlora_eval::report::write_jsonl;
+use sqlora_eval::{read_gold_file, read_pred_file, read_spider_json, EvalOptions, Evaluator, GoldExample, Report};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Predictions to score: one query per line, in gold order (official format).
+    #[arg(long)]
+    pred: Option<PathBuf>,
+    /// Gold queries, `SQL<TAB>db_id` per line (e.g. Spider's dev_gold.sql).
+    #[arg(long)]
+    gold: Option<PathBuf>,
+    /// Spider-style examples (dev.json): gold queries and questions.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Spider tables.json (foreign keys, declared columns).
+    #[arg(long)]
+    tables: PathBuf,
+    /// Directory with `<db_id>/<db_id>.sqlite`.
+    #[arg(long)]
+    db_dir: PathBuf,
+    /// Write the aggregate report (JSON) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Write one JSON record per example here.
+    #[arg(long)]
+    per_example: Option<PathBuf>,
+    /// Per-query time limit in milliseconds (a timeout counts as wrong).
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// Largest result a query may return, in rows.
+    #[arg(long, default_value_t = 100_000)]
+    max_rows: usize,
+    /// Keep DISTINCT when executing (the test-suite evaluator drops it by default).
+    #[arg(long)]
+    keep_distinct: bool,
+    /// Exact match only: do not run any query.
+    #[arg(long)]
+    no_exec: bool,
+    /// Score only the first N examples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Generate predictions with this base model (GGUF / safetensors directory).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// LoRA adapter to apply to --base.
+    #[arg(long, requires = "base")]
+    adapter: Option<PathBuf>,
+    /// Where to write generated predictions (official format).
+    #[arg(long, requires = "base")]
+    pred_out: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`sqlora eval` is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let mut gold = load_gold(&args)?;
+    let mut predictions = match (&args.pred, &args.base) {
+        (Some(path), None) => read_pred_file(path, gold.len())?,
+        (None, Some(base)) => {
+            gold.truncate(args.limit.unwrap_or(usize::MAX));
+            generate(base, args.adapter.as_deref(), &gold, args.pred_out.as_deref())?
+        }
+        (Some(_), Some(_)) => bail!("give either --pred (score a file) or --base (generate), not both"),
+        (None, None) => bail!("nothing to score: give --pred FILE, or --base MODEL to generate"),
+    };
+    if let Some(n) = args.limit {
+        gold.truncate(n);
+        predictions.truncate(n);
+    }
+
+    let options = EvalOptions {
+        limits: ExecLimits { timeout: Duration::from_millis(args.timeout_ms), max_rows: args.max_rows },
+        keep_distinct: args.keep_distinct,
+        execute: !args.no_exec,
+    };
+    let mut evaluator = Evaluator::new(&args.tables, &args.db_dir, options)?;
+    let bar = progress(gold.len() as u64, "scoring");
+    let mut results = Vec::with_capacity(gold.len());
+    for (i, (g, p)) in gold.iter().zip(&predictions).enumerate() {
+        results.push(evaluator.score(i, g, p).with_context(|| format!("example {i} (db {})", g.db_id))?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let report = Report::from_results(&results, options.execute);
+    print!("{}", report.table());
+    if let Some(path) = &args.out {
+        report.write_json(path)?;
+        eprintln!("report: {}", path.display());
+    }
+    if let Some(path) = &args.per_example {
+        write_jsonl(path, &results)?;
+        eprintln!("per-example records: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Gold from `--gold` (official format) and/or `--data` (questions).
+fn load_gold(args: &Args) -> Result<Vec<GoldExample>> {
+    let from_data = args.data.as_deref().map(read_spider_json).transpose()?;
+    match (args.gold.as_deref(), from_data) {
+        (Some(path), data) => {
+            let mut gold = read_gold_file(path)?;
+            if let Some(data) = data {
+                if data.len() != gold.len() {
+                    bail!("--data has {} examples but --gold has {}", data.len(), gold.len());
+                }
+                for (g, d) in gold.iter_mut().zip(data) {
+                    g.question = d.question;
+                }
+            }
+            Ok(gold)
+        }
+        (None, Some(data)) => Ok(data),
+        (None, None) => bail!("give --gold gold.sql or --data dev.json"),
+    }
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Generate one query per example with the same prompt as training.
+fn generate(
+    _base: &std::path::Path,
+    _adapter: Option<&std::path::Path>,
+    _gold: &[GoldExample],
+    _pred_out: Option<&std::path::Path>,
+) -> Result<Vec<String>> {
+    // Needs a high-level generation entry point in sqlora-core (load a base
+    // model + optional adapter, build the training prompt from the schema and
+    // question, decode greedily). Scoring a predictions file (--pred) works.
+    bail!(
+        "`sqlora eval --base` is not yet available: generation from a model is not wired yet; \
+         write predictions with another tool and score them with --pred"
+    )
 }
