@@ -10,6 +10,7 @@ pub mod adapter;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod linear;
 pub mod lora;

@@ -107,7 +107,7 @@ pub fn load(source: &ModelSource, format: BaseFormat, device: &Device) -> Result
 pub(crate) fn dense_linear(w: candle_core::Tensor, format: BaseFormat) -> Result<crate::linear::Linear> {
     use candle_core::DType;
     Ok(match format {
-        BaseFormat::Nf4 => return Err(crate::Error::msg("NF4 base loading is not wired yet")),
+        BaseFormat::Nf4 => crate::linear::Linear::nf4(crate::nf4::Nf4Tensor::quantize(&w.to_dtype(DType::F32)?)?),
         BaseFormat::F32 => crate::linear::Linear::dense(w.to_dtype(DType::F32)?, None),
         BaseFormat::AsStored => crate::linear::Linear::dense(w, None),
     })
