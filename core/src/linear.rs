@@ -20,7 +20,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Storage, Tensor};
 
-use crate::lora::LoraLayer;
+use crate::lora::{LoraDropout, LoraLayer};
 use crate::nf4::Nf4Tensor;
 use crate::Result;
 
@@ -124,15 +124,24 @@ pub struct Linear {
     base: BaseWeight,
     bias: Option<Tensor>,
     lora: Option<LoraLayer>,
+    /// Dropout on the adapter input, active only in training mode.
+    lora_dropout: Option<LoraDropout>,
+    train: bool,
 }
 
 impl Linear {
-    pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
+    fn with_base(base: BaseWeight, bias: Option<Tensor>) -> Self {
         Linear {
-            base: BaseWeight::Dense(weight),
+            base,
             bias,
             lora: None,
+            lora_dropout: None,
+            train: false,
         }
+    }
+
+    pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self::with_base(BaseWeight::Dense(weight), bias)
     }
 
     pub fn quantized(weight: QTensor) -> Result<Self> {
@@ -142,19 +151,11 @@ impl Linear {
     /// Shares the quantized tensor (a tied LM head reuses the embedding's).
     pub fn quantized_arc(q: Arc<QTensor>) -> Result<Self> {
         let mm = QMatMul::from_arc(q.clone())?;
-        Ok(Linear {
-            base: BaseWeight::Quantized(q, mm),
-            bias: None,
-            lora: None,
-        })
+        Ok(Self::with_base(BaseWeight::Quantized(q, mm), None))
     }
 
     pub fn nf4(weight: Nf4Tensor) -> Self {
-        Linear {
-            base: BaseWeight::Nf4(Arc::new(weight)),
-            bias: None,
-            lora: None,
-        }
+        Self::with_base(BaseWeight::Nf4(Arc::new(weight)), None)
     }
 
     pub fn base(&self) -> &BaseWeight {
@@ -175,6 +176,20 @@ impl Linear {
 
     pub fn set_lora(&mut self, lora: Option<LoraLayer>) {
         self.lora = lora;
+    }
+
+    /// Dropout on the adapter input (see [`LoraDropout`]); used in training mode only.
+    pub fn set_lora_dropout(&mut self, dropout: Option<LoraDropout>) {
+        self.lora_dropout = dropout;
+    }
+
+    pub fn lora_dropout_mut(&mut self) -> Option<&mut LoraDropout> {
+        self.lora_dropout.as_mut()
+    }
+
+    /// Training mode turns the adapter dropout on (peft's `model.train()`).
+    pub fn set_train(&mut self, train: bool) {
+        self.train = train;
     }
 
     /// `[out, in]`.
@@ -258,9 +273,11 @@ impl Linear {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.forward_base(x)?;
-        match &self.lora {
-            Some(l) => Ok((y + l.forward(x)?.to_dtype(x.dtype())?)?),
-            None => Ok(y),
-        }
+        let Some(l) = &self.lora else { return Ok(y) };
+        let h = match &self.lora_dropout {
+            Some(d) if self.train => l.forward(&d.apply(x)?)?,
+            _ => l.forward(x)?,
+        };
+        Ok((y + h)?)
     }
 }

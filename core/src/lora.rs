@@ -1,9 +1,8 @@
 //! LoRA adapters as peft defines them: `result = base(x) + B(A(dropout(x))) · scaling`.
 //!
 //! A `[r, in]` starts kaiming-uniform (a = √5, i.e. U(±1/√in)), B `[out, r]` at
-//! zero, so a fresh adapter leaves the model unchanged. Both are candle [`Var`]s
-//! (f32 master weights) so a trainer can collect and update them; an adapter
-//! loaded for inference is frozen and adds nothing to the autograd graph.
+//! zero, so a fresh adapter leaves the model unchanged. Dropout applies to the
+//! adapter's input only, in training, with masks reproducible from a seed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -101,29 +100,55 @@ impl LoraConfig {
 }
 
 /// Adapter-input dropout with a reproducible mask stream: mask k of a layer is
-/// drawn from `seed ⊕ salt ⊕ k`, so a trainer that restores `seed` and the call
-/// count (see [`LoraLayer::set_dropout_seed`]) gets the same masks after a resume.
+/// drawn from `mix(mix(seed, salt), k)`, so a trainer that restores `seed` and
+/// the call count ([`LoraDropout::set_seed`]) gets the same masks after a resume.
 #[derive(Debug)]
-struct Dropout {
+pub struct LoraDropout {
     p: f64,
     seed: u64,
     salt: u64,
     calls: AtomicU64,
 }
 
-impl Clone for Dropout {
+impl Clone for LoraDropout {
     fn clone(&self) -> Self {
-        Dropout {
+        LoraDropout {
             p: self.p,
             seed: self.seed,
             salt: self.salt,
-            calls: AtomicU64::new(self.calls.load(Ordering::Relaxed)),
+            calls: AtomicU64::new(self.calls()),
         }
     }
 }
 
-impl Dropout {
-    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+impl LoraDropout {
+    /// `None` when `p` is 0. `name` salts the stream so layers draw different masks.
+    pub fn new(p: f64, seed: u64, name: &str) -> Option<Self> {
+        (p > 0.0).then(|| LoraDropout {
+            p,
+            seed,
+            salt: name_salt(name),
+            calls: AtomicU64::new(0),
+        })
+    }
+
+    pub fn p(&self) -> f64 {
+        self.p
+    }
+
+    /// Restart the mask stream at (`seed`, `calls`).
+    pub fn set_seed(&mut self, seed: u64, calls: u64) {
+        self.seed = seed;
+        self.calls = AtomicU64::new(calls);
+    }
+
+    /// Masks drawn so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// `x ⊙ mask / (1 - p)` with a fresh Bernoulli(1 - p) mask (torch's nn.Dropout).
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let k = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut rng = rand::rngs::StdRng::seed_from_u64(mix(mix(self.seed, self.salt), k));
         let keep = 1.0 - self.p;
@@ -142,7 +167,8 @@ impl Dropout {
     }
 }
 
-/// SplitMix64 finalizer: turns structured inputs into independent seeds.
+/// SplitMix64 finalizer over a combination of two words: independent seeds
+/// from structured inputs.
 pub fn mix(a: u64, b: u64) -> u64 {
     let mut z = a ^ b
         .wrapping_add(0x9e37_79b9_7f4a_7c15)
@@ -160,20 +186,23 @@ pub fn name_salt(name: &str) -> u64 {
     })
 }
 
-/// `B(A(dropout(x))) · scaling` beside a frozen base.
+/// `B(A(x)) · scaling` beside a frozen base (dropout, when training, is applied
+/// to `x` by the owning [`crate::linear::Linear`]).
+///
+/// A `[r, in]` and B `[out, r]` are f32. For training they are candle variables
+/// (`Var::as_tensor().clone()`, or [`LoraLayer::init`]): gradients flow into them
+/// and `Var::from_tensor(&layer.a)` gives back the same variable. Loaded for
+/// inference they are plain tensors and add nothing to the autograd graph.
 #[derive(Clone, Debug)]
 pub struct LoraLayer {
-    a: Var,
-    b: Var,
-    scaling: f64,
-    dropout: Option<Dropout>,
-    /// Training: A and B are graph leaves and dropout is active.
-    train: bool,
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scaling: f64,
 }
 
 impl LoraLayer {
-    /// A fresh adapter for a `[out, in]` projection: A ~ U(±1/√in) from `seed`
-    /// (mixed with the module name, so every layer differs), B = 0.
+    /// A fresh trainable adapter for a `[out, in]` projection named `name`:
+    /// A ~ U(±1/√in) (peft's kaiming_uniform, a = √5) from `mix(seed, name)`, B = 0.
     pub fn init(
         name: &str,
         out_features: usize,
@@ -183,21 +212,22 @@ impl LoraLayer {
         device: &Device,
     ) -> Result<Self> {
         cfg.validate()?;
-        let salt = name_salt(name);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, salt));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, name_salt(name)));
         // kaiming_uniform_(a=√5): gain √(2/(1+5)), bound = gain·√(3/fan_in) = 1/√fan_in.
         let bound = 1.0 / (in_features as f64).sqrt();
         let a: Vec<f32> = (0..cfg.r * in_features)
             .map(|_| rng.random_range(-bound..bound) as f32)
             .collect();
-        let a = Tensor::from_vec(a, (cfg.r, in_features), device)?;
-        let b = Tensor::zeros((out_features, cfg.r), DType::F32, device)?;
-        let mut layer = Self::new(a, b, cfg.scaling())?;
-        layer.set_dropout(cfg.dropout, seed, salt);
-        Ok(layer)
+        let a = Var::from_vec(a, (cfg.r, in_features), device)?;
+        let b = Var::zeros((out_features, cfg.r), DType::F32, device)?;
+        Ok(LoraLayer {
+            a: a.as_tensor().clone(),
+            b: b.as_tensor().clone(),
+            scaling: cfg.scaling(),
+        })
     }
 
-    /// From existing weights A `[r, in]` and B `[out, r]` (kept as f32).
+    /// From existing weights A `[r, in]` and B `[out, r]` (kept as f32, frozen).
     pub fn new(a: Tensor, b: Tensor, scaling: f64) -> Result<Self> {
         let (r, _) = a.dims2()?;
         let (_, rb) = b.dims2()?;
@@ -207,83 +237,50 @@ impl LoraLayer {
             )));
         }
         Ok(LoraLayer {
-            a: Var::from_tensor(&a.to_dtype(DType::F32)?)?,
-            b: Var::from_tensor(&b.to_dtype(DType::F32)?)?,
+            a: a.to_dtype(DType::F32)?,
+            b: b.to_dtype(DType::F32)?,
             scaling,
-            dropout: None,
-            train: false,
         })
     }
 
-    fn set_dropout(&mut self, p: f64, seed: u64, salt: u64) {
-        self.dropout = (p > 0.0).then(|| Dropout {
-            p,
-            seed,
-            salt,
-            calls: AtomicU64::new(0),
-        });
+    /// The same weights as trainable variables (a copy unless they already are).
+    pub fn into_trainable(self) -> Result<Self> {
+        let a = Var::from_tensor(&self.a)?;
+        let b = Var::from_tensor(&self.b)?;
+        Ok(LoraLayer {
+            a: a.as_tensor().clone(),
+            b: b.as_tensor().clone(),
+            scaling: self.scaling,
+        })
     }
 
-    /// Training mode: gradients flow into A and B, dropout is applied.
-    pub fn set_train(&mut self, train: bool) {
-        self.train = train;
-    }
-    pub fn is_train(&self) -> bool {
-        self.train
-    }
-
-    /// Restart the dropout mask stream at (`seed`, `calls`); a trainer derives the
-    /// seed from its own and sets `calls` to what it was, for exact resumes.
-    pub fn set_dropout_seed(&mut self, seed: u64, calls: u64) {
-        if let Some(d) = &mut self.dropout {
-            d.seed = seed;
-            d.calls = AtomicU64::new(calls);
-        }
-    }
-    /// Dropout masks drawn so far (0 without dropout).
-    pub fn dropout_calls(&self) -> u64 {
-        self.dropout
-            .as_ref()
-            .map_or(0, |d| d.calls.load(Ordering::Relaxed))
+    /// The variables behind A and B (`None` for a frozen adapter).
+    pub fn vars(&self) -> Option<(Var, Var)> {
+        (self.a.is_variable() && self.b.is_variable())
+            .then(|| Ok::<_, Error>((Var::from_tensor(&self.a)?, Var::from_tensor(&self.b)?)))
+            .transpose()
+            .ok()
+            .flatten()
     }
 
     pub fn rank(&self) -> usize {
         self.a.dims()[0]
     }
-    pub fn scaling(&self) -> f64 {
-        self.scaling
-    }
-    /// A `[r, in]`.
-    pub fn a(&self) -> &Var {
-        &self.a
-    }
-    /// B `[out, r]`.
-    pub fn b(&self) -> &Var {
-        &self.b
-    }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (a, b) = if self.train {
-            (self.a.as_tensor().clone(), self.b.as_tensor().clone())
-        } else {
-            (self.a.as_detached_tensor(), self.b.as_detached_tensor())
-        };
-        let (a, b) = (a.to_dtype(x.dtype())?, b.to_dtype(x.dtype())?);
-        let x = match &self.dropout {
-            Some(d) if self.train => d.apply(x)?,
-            _ => x.clone(),
-        };
+        let a = self.a.to_dtype(x.dtype())?;
+        let b = self.b.to_dtype(x.dtype())?;
         let h = x.broadcast_matmul(&a.t()?)?;
         Ok((h.broadcast_matmul(&b.t()?)? * self.scaling)?)
     }
 
     /// `scaling · B·A` `[out, in]` in f32: what merging adds to the base weight.
     pub fn delta_weight(&self) -> Result<Tensor> {
-        Ok((self
-            .b
-            .as_detached_tensor()
-            .matmul(&self.a.as_detached_tensor())?
-            * self.scaling)?)
+        let (a, b) = (
+            self.a.detach().to_dtype(DType::F32)?,
+            self.b.detach().to_dtype(DType::F32)?,
+        );
+        Ok((b.matmul(&a)? * self.scaling)?)
     }
 }
 
@@ -333,11 +330,12 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        assert_eq!(l.scaling(), 4.0);
-        let a = l.a().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(l.scaling, 4.0);
+        assert!(l.vars().is_some(), "a fresh adapter is trainable");
+        let a = l.a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(a.iter().all(|v| v.abs() <= 0.1) && a.iter().any(|v| v.abs() > 0.05));
         assert!(l
-            .b()
+            .b
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()
@@ -353,7 +351,7 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        assert_eq!(a, same.a().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(a, same.a.flatten_all().unwrap().to_vec1::<f32>().unwrap());
         let rs = LoraConfig {
             use_rslora: true,
             ..cfg
@@ -362,50 +360,35 @@ mod tests {
     }
 
     #[test]
-    fn dropout_only_in_train_mode_and_reproducible() {
-        let cfg = LoraConfig {
-            r: 2,
-            alpha: 2.0,
-            dropout: 0.5,
-            ..Default::default()
-        };
-        let mut l = LoraLayer::init("m.q_proj", 3, 16, &cfg, 1, &Device::Cpu).unwrap();
-        l.b()
-            .set(&Tensor::ones((3, 2), DType::F32, &Device::Cpu).unwrap())
-            .unwrap();
+    fn dropout_masks_are_reproducible() {
         let x = Tensor::ones((4, 16), DType::F32, &Device::Cpu).unwrap();
-        let eval1 = l
-            .forward(&x)
+        let mut d = LoraDropout::new(0.5, 1, "m.q_proj").unwrap();
+        let m1 = d
+            .apply(&x)
             .unwrap()
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        let eval2 = l
-            .forward(&x)
+        let m2 = d
+            .apply(&x)
             .unwrap()
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        assert_eq!(eval1, eval2);
-        l.set_train(true);
-        let t1 = l
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_ne!(t1, eval1);
-        l.set_dropout_seed(1, 0);
-        let t2 = l
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(t1, t2, "same seed and call count give the same mask");
+        assert_ne!(m1, m2, "successive masks differ");
+        assert!(m1.iter().all(|&v| v == 0.0 || v == 2.0) && m1.contains(&0.0) && m1.contains(&2.0));
+        d.set_seed(1, 1);
+        assert_eq!(
+            d.apply(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            m2
+        );
+        assert!(LoraDropout::new(0.0, 1, "x").is_none());
     }
 }

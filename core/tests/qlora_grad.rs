@@ -35,9 +35,7 @@ fn weight() -> Tensor {
 fn lora(a: &[f32], b: &[f32]) -> LoraLayer {
     let a = Tensor::from_slice(a, (R, IN), &Device::Cpu).unwrap();
     let b = Tensor::from_slice(b, (OUT, R), &Device::Cpu).unwrap();
-    let mut l = LoraLayer::new(a, b, 2.0).unwrap();
-    l.set_train(true);
-    l
+    LoraLayer::new(a, b, 2.0).unwrap().into_trainable().unwrap()
 }
 
 fn loss_of(linear: &Linear, x: &Tensor) -> Tensor {
@@ -91,8 +89,8 @@ fn lora_over_nf4_base_matches_finite_differences() {
     let loss = loss_of(&linear, x.as_tensor());
     let grads = loss.backward().unwrap();
     let l = linear.lora().unwrap();
-    let ga = vec_of(grads.get(l.a()).expect("no gradient for A"));
-    let gb = vec_of(grads.get(l.b()).expect("no gradient for B"));
+    let ga = vec_of(grads.get(&l.a).expect("no gradient for A"));
+    let gb = vec_of(grads.get(&l.b).expect("no gradient for B"));
     let gx = vec_of(grads.get(x.as_tensor()).expect("no gradient for x"));
 
     let x_t = |x: &[f64]| Tensor::from_slice(x, (2, 3, IN), &Device::Cpu).unwrap();
@@ -214,10 +212,9 @@ fn lora_upstream_of_a_quantized_layer_gets_gradients() {
         &Device::Cpu,
     )
     .unwrap();
-    l.b()
-        .set(&Tensor::ones((OUT, 2), DType::F32, &Device::Cpu).unwrap())
-        .unwrap();
-    l.set_train(true);
+    // A non-zero B, still a variable, so A's gradient is non-zero.
+    l.b = Tensor::ones((OUT, 2), DType::F32, &Device::Cpu).unwrap();
+    let l = l.into_trainable().unwrap();
     first.set_lora(Some(l));
     let second = Linear::quantized(
         QTensor::quantize(&w2.pad_with_zeros(1, 0, 32 - OUT).unwrap(), GgmlDType::Q8_0).unwrap(),
@@ -238,7 +235,7 @@ fn lora_upstream_of_a_quantized_layer_gets_gradients() {
         .unwrap();
     let grads = loss.backward().unwrap();
     let ga = grads
-        .get(first.lora().unwrap().a())
+        .get(&first.lora().unwrap().a)
         .expect("LoRA A got no gradient through the quantized layer");
     let norm = ga
         .sqr()
