@@ -15,6 +15,7 @@ pub mod report;
 pub mod schema;
 pub mod spider;
 pub mod tokenize;
+pub mod wikisql;
 
 pub use error::{Error, Result};
 pub use hardness::Hardness;
