@@ -1,1 +1,414 @@
-//! (in progress)
+//! What the model is asked, identically in training, evaluation and the
+//! browser: [`PromptSettings`] (stored beside adapters and in GGUF metadata),
+//! the chat-templated prompt, the prompt/answer split for training with the
+//! schema cut to `max_length`, and [`extract_sql`] for completions.
+//!
+//! The default user turn is the Python peer's (peer/common.py), so results are
+//! comparable:
+//!
+//! ```text
+//! Database schema:
+//! {schema}
+//!
+//! Question: {question}
+//! Answer with a single SQLite query only.
+//! ```
+//!
+//! Few-shot examples, when given, go between the schema and the question as
+//! `Examples:\nQuestion: …\nSQL: …\n…\n\n` (the `{examples}` placeholder).
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::schema::{Schema, SchemaFormat};
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// The peer's user turn, with the few-shot slot.
+pub const DEFAULT_USER_TEMPLATE: &str = "Database schema:\n{schema}\n\n{examples}Question: {question}\nAnswer with a single SQLite query only.";
+
+/// How prompts are built. Serialisable (JSON) so an adapter carries the
+/// settings it was trained with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PromptSettings {
+    /// System message. `None`: the chat template's own default (SmolLM2's
+    /// template inserts "You are a helpful AI assistant named SmolLM…").
+    pub system: Option<String>,
+    /// How the schema is written (compact one-line-per-table by default).
+    pub schema_format: SchemaFormat,
+    /// The user turn; `{schema}`, `{question}` and `{examples}` are replaced.
+    pub user_template: String,
+}
+
+impl Default for PromptSettings {
+    fn default() -> Self {
+        PromptSettings {
+            system: None,
+            schema_format: SchemaFormat::Compact,
+            user_template: DEFAULT_USER_TEMPLATE.to_string(),
+        }
+    }
+}
+
+impl PromptSettings {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("settings serialise")
+    }
+
+    pub fn from_json(text: &str) -> Result<Self> {
+        let s: PromptSettings =
+            serde_json::from_str(text).map_err(|e| Error::msg(format!("prompt settings: {e}")))?;
+        if !s.user_template.contains("{question}") {
+            return Err(Error::msg(
+                "prompt settings: user_template has no {question} placeholder",
+            ));
+        }
+        Ok(s)
+    }
+
+    /// The user turn for a schema text, question and few-shot examples.
+    pub fn user_message(&self, schema_text: &str, question: &str, shots: &[FewShot]) -> String {
+        let examples = if shots.is_empty() {
+            String::new()
+        } else {
+            let mut s = String::from("Examples:\n");
+            for ex in shots {
+                s.push_str(&format!(
+                    "Question: {}\nSQL: {}\n",
+                    ex.question.trim(),
+                    ex.sql.trim()
+                ));
+            }
+            s.push('\n');
+            s
+        };
+        // Replace {question} last so a question containing "{schema}" stays as is.
+        self.user_template
+            .replace("{schema}", schema_text)
+            .replace("{examples}", &examples)
+            .replace("{question}", question.trim())
+    }
+
+    /// The chat messages (optional system + user).
+    pub fn messages(
+        &self,
+        schema_text: &str,
+        question: &str,
+        shots: &[FewShot],
+    ) -> Vec<ChatMessage> {
+        let mut msgs = Vec::with_capacity(2);
+        if let Some(sys) = &self.system {
+            msgs.push(ChatMessage::system(sys.clone()));
+        }
+        msgs.push(ChatMessage::user(self.user_message(
+            schema_text,
+            question,
+            shots,
+        )));
+        msgs
+    }
+
+    /// The prompt text the model continues (ends with the assistant header).
+    pub fn prompt(
+        &self,
+        template: &ChatTemplate,
+        schema_text: &str,
+        question: &str,
+        shots: &[FewShot],
+    ) -> Result<String> {
+        template.render(&self.messages(schema_text, question, shots), true)
+    }
+
+    /// Prompt and answer texts for training: the answer is the SQL plus the
+    /// template's end of turn (`SELECT …<|im_end|>` for ChatML, `… </s>` for
+    /// Mistral), so the loss can cover exactly the answer.
+    pub fn training_text(
+        &self,
+        template: &ChatTemplate,
+        schema_text: &str,
+        question: &str,
+        shots: &[FewShot],
+        sql: &str,
+    ) -> Result<TrainingText> {
+        let (prompt, answer) =
+            template.split_turn(&self.messages(schema_text, question, shots), sql.trim())?;
+        Ok(TrainingText { prompt, answer })
+    }
+
+    /// Token ids of one training example within `max_length`.
+    ///
+    /// The prompt is encoded with [`Tokenizer::encode_prompt`] and the answer
+    /// on its own (so the prompt ids are exactly what generation sees). When
+    /// too long, few-shot examples are dropped first (last first), then the
+    /// schema is cut by [`Schema::fit`]; the question and answer never are.
+    /// `Ok(None)`: it cannot fit even with an empty schema.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_example(
+        &self,
+        template: &ChatTemplate,
+        tok: &Tokenizer,
+        schema: &Schema,
+        question: &str,
+        shots: &[FewShot],
+        sql: &str,
+        max_length: usize,
+    ) -> Result<Option<EncodedExample>> {
+        let encode = |schema_text: &str, shots: &[FewShot]| -> Result<(Vec<u32>, Vec<u32>)> {
+            let t = self.training_text(template, schema_text, question, shots, sql)?;
+            Ok((tok.encode_prompt(&t.prompt)?, tok.encode(&t.answer, false)?))
+        };
+        let full_schema = schema.render(self.schema_format);
+        let mut n_shots = shots.len();
+        loop {
+            let (p, a) = encode(&full_schema, &shots[..n_shots])?;
+            if p.len() + a.len() <= max_length {
+                return Ok(Some(EncodedExample::new(p, a, shots.len() - n_shots, 0, 0)));
+            }
+            if n_shots == 0 {
+                break;
+            }
+            n_shots -= 1;
+        }
+        let fitted = schema.fit(self.schema_format, question, |text| {
+            let (p, a) = encode(text, &[])?;
+            Ok(p.len() + a.len() <= max_length)
+        })?;
+        let Some(fitted) = fitted else {
+            return Ok(None);
+        };
+        let (p, a) = encode(&fitted.text, &[])?;
+        Ok(Some(EncodedExample::new(
+            p,
+            a,
+            shots.len(),
+            fitted.dropped_tables,
+            fitted.dropped_columns,
+        )))
+    }
+}
+
+/// A (question, SQL) pair shown to the model as an example.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FewShot {
+    pub question: String,
+    pub sql: String,
+}
+
+/// Prompt and answer text of a training example.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainingText {
+    pub prompt: String,
+    pub answer: String,
+}
+
+/// Ids of a training example: `input_ids = prompt ++ answer`; the loss
+/// covers positions `prompt_len..` (the answer and its end-of-turn token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedExample {
+    pub input_ids: Vec<u32>,
+    pub prompt_len: usize,
+    /// Few-shot examples dropped to fit.
+    pub dropped_shots: usize,
+    /// Schema tables / columns dropped to fit.
+    pub dropped_tables: usize,
+    pub dropped_columns: usize,
+}
+
+impl EncodedExample {
+    fn new(prompt: Vec<u32>, answer: Vec<u32>, shots: usize, tables: usize, cols: usize) -> Self {
+        let prompt_len = prompt.len();
+        let mut input_ids = prompt;
+        input_ids.extend(answer);
+        EncodedExample {
+            input_ids,
+            prompt_len,
+            dropped_shots: shots,
+            dropped_tables: tables,
+            dropped_columns: cols,
+        }
+    }
+
+    /// Whether the schema was cut to fit.
+    pub fn schema_cut(&self) -> bool {
+        self.dropped_tables + self.dropped_columns > 0
+    }
+
+    /// Labels for causal-LM loss: -100 over the prompt, the ids elsewhere.
+    pub fn labels(&self) -> Vec<i64> {
+        self.input_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| if i < self.prompt_len { -100 } else { id as i64 })
+            .collect()
+    }
+}
+
+/// End-of-turn / end-of-text markers a completion may still contain.
+const STOP_TEXTS: &[&str] = &[
+    "<|im_end|>",
+    "</s>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|end|>",
+    "<|im_start|>",
+    "[INST]",
+];
+
+/// The SQL statement in a model's completion.
+///
+/// Steps: cut at the first end-of-turn marker; if there is a ``` fence, take
+/// its content (dropping an `sql`/`sqlite` tag); drop a leading label such as
+/// `SQL:` / `Answer:`; if prose precedes the query, start at the first
+/// `SELECT`/`WITH` that begins a line or follows prose; keep the first
+/// statement (up to a `;` outside quotes, or a blank line); finally drop
+/// trailing prose lines until the statement parses (when some prefix does).
+pub fn extract_sql(completion: &str) -> String {
+    let mut text = completion;
+    for stop in STOP_TEXTS {
+        if let Some(p) = text.find(stop) {
+            text = &text[..p];
+        }
+    }
+    let text = inside_fence(text).unwrap_or(text);
+    let text = strip_label(text.trim());
+    let text = start_at_query(text);
+    let stmt = first_statement(text);
+    let stmt = drop_trailing_prose(stmt);
+    stmt.trim().trim_end_matches(';').trim().to_string()
+}
+
+fn inside_fence(text: &str) -> Option<&str> {
+    let start = text.find("```")?;
+    let after = &text[start + 3..];
+    // A language tag on the fence line.
+    let body = match after.find('\n') {
+        Some(nl)
+            if after[..nl]
+                .trim()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            &after[nl + 1..]
+        }
+        _ => after,
+    };
+    Some(match body.find("```") {
+        Some(end) => &body[..end],
+        None => body,
+    })
+}
+
+fn strip_label(text: &str) -> &str {
+    // "SQL:", "SQLite query:", "Answer:", "Query:" — a short label of words then ':'.
+    if let Some(colon) = text.find(':') {
+        let label = &text[..colon];
+        let words: Vec<&str> = label.split_whitespace().collect();
+        let is_label = !words.is_empty()
+            && words.len() <= 3
+            && words.iter().all(|w| w.chars().all(|c| c.is_alphabetic()))
+            && words.iter().any(|w| {
+                let w = w.to_ascii_lowercase();
+                matches!(
+                    w.as_str(),
+                    "sql" | "sqlite" | "query" | "answer" | "output" | "response"
+                )
+            });
+        if is_label {
+            return text[colon + 1..].trim_start();
+        }
+    }
+    text
+}
+
+fn starts_with_keyword(s: &str, kw: &str) -> bool {
+    s.len() >= kw.len()
+        && s[..kw.len()].eq_ignore_ascii_case(kw)
+        && s[kw.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_')
+}
+
+const STATEMENT_STARTS: &[&str] = &[
+    "SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "REPLACE", "PRAGMA",
+    "VALUES", "(",
+];
+
+fn start_at_query(text: &str) -> &str {
+    if STATEMENT_STARTS
+        .iter()
+        .any(|k| starts_with_keyword(text, k))
+    {
+        return text;
+    }
+    // Prose first: start at the first SELECT/WITH that is a whole word.
+    let upper = text.to_ascii_uppercase();
+    let mut best: Option<usize> = None;
+    for kw in ["SELECT", "WITH"] {
+        let mut from = 0;
+        while let Some(p) = upper[from..].find(kw) {
+            let at = from + p;
+            let before_ok =
+                at == 0 || !upper[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+            if before_ok && starts_with_keyword(&text[at..], kw) {
+                best = Some(best.map_or(at, |b: usize| b.min(at)));
+                break;
+            }
+            from = at + kw.len();
+        }
+    }
+    best.map_or(text, |b| &text[b..])
+}
+
+/// Up to the first `;` outside quotes, or a blank line.
+fn first_statement(text: &str) -> &str {
+    let mut quote: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' | '`' => quote = Some(c),
+                ';' => return &text[..i],
+                '\n' if text[i + 1..]
+                    .trim_start_matches([' ', '\t', '\r'])
+                    .starts_with('\n') =>
+                {
+                    return &text[..i]
+                }
+                _ => {}
+            },
+        }
+    }
+    text
+}
+
+fn parses(sql: &str) -> bool {
+    sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::SQLiteDialect {}, sql)
+        .is_ok_and(|s| s.len() == 1)
+}
+
+/// "SELECT …\nThis query counts …" or "SELECT … > 30. It lists …": when the
+/// whole does not parse, take the longest prefix ending at a line break or a
+/// sentence end (`. `) that does.
+fn drop_trailing_prose(stmt: &str) -> &str {
+    let stmt = stmt.trim();
+    if parses(stmt) {
+        return stmt;
+    }
+    let mut cuts: Vec<usize> = stmt
+        .char_indices()
+        .filter(|&(i, c)| c == '\n' || (c == '.' && stmt[i + 1..].starts_with([' ', '\n'])))
+        .map(|(i, _)| i)
+        .collect();
+    cuts.reverse();
+    for end in cuts {
+        let candidate = stmt[..end].trim();
+        if !candidate.is_empty() && parses(candidate) {
+            return candidate;
+        }
+    }
+    stmt
+}

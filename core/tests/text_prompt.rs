@@ -1,0 +1,234 @@
+//! Prompts: the peer's exact prompt through SmolLM2's template, settings
+//! round trip, training split and masking, cutting to max_length, SQL
+//! extraction.
+
+use std::path::PathBuf;
+
+use candle_core::quantized::gguf_file::Content;
+use sqlora_core::chat::ChatTemplate;
+use sqlora_core::prompt::{extract_sql, FewShot, PromptSettings};
+use sqlora_core::schema::{SchemaFormat, SpiderTables};
+use sqlora_core::tokenizer::Tokenizer;
+
+fn shared() -> PathBuf {
+    std::env::var_os("SQLORA_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+fn model_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("SQLORA_MODEL") {
+        return p.into();
+    }
+    let cache = std::env::var_os("SQLORA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora")
+        });
+    cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn smollm2() -> (ChatTemplate, Tokenizer) {
+    let path = model_path();
+    let mut f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let md = Content::read(&mut f).unwrap().metadata;
+    let tok = Tokenizer::from_gguf_metadata(&md).unwrap();
+    (ChatTemplate::from_gguf_metadata(&md, &tok).unwrap(), tok)
+}
+
+fn reference() -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(shared().join("peer/out/smollm2_reference.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn default_settings_reproduce_the_peer_prompt() {
+    let (tmpl, tok) = smollm2();
+    let s = PromptSettings::default();
+    let prompt = s
+        .prompt(
+            &tmpl,
+            "CREATE TABLE singer(singer_id int, name text, age int)",
+            "How many singers are there?",
+            &[],
+        )
+        .unwrap();
+    let r = reference();
+    assert_eq!(prompt, r["prompt_text"].as_str().unwrap());
+    let ids: Vec<u32> = r["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(tok.encode_prompt(&prompt).unwrap(), ids);
+}
+
+#[test]
+fn settings_round_trip_as_json() {
+    let s = PromptSettings {
+        system: Some("Translate the question to SQL.".into()),
+        schema_format: SchemaFormat::CreateTable,
+        ..PromptSettings::default()
+    };
+    let back = PromptSettings::from_json(&s.to_json()).unwrap();
+    assert_eq!(back, s);
+    assert!(s.to_json().contains("\"create_table\""));
+    // Missing keys take defaults.
+    assert_eq!(
+        PromptSettings::from_json("{}").unwrap(),
+        PromptSettings::default()
+    );
+    let err = PromptSettings::from_json(r#"{"user_template": "no placeholder"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("{question}"), "{err}");
+    let err = PromptSettings::from_json("[").unwrap_err().to_string();
+    assert!(err.contains("prompt settings"), "{err}");
+}
+
+#[test]
+fn few_shot_examples_sit_between_schema_and_question() {
+    let s = PromptSettings::default();
+    let shots = [FewShot {
+        question: "How many concerts?".into(),
+        sql: "SELECT count(*) FROM concert".into(),
+    }];
+    let msg = s.user_message(
+        "Table singer: Singer_ID(number) PK",
+        "How many singers?",
+        &shots,
+    );
+    assert_eq!(
+        msg,
+        "Database schema:\nTable singer: Singer_ID(number) PK\n\nExamples:\nQuestion: How many concerts?\nSQL: SELECT count(*) FROM concert\n\nQuestion: How many singers?\nAnswer with a single SQLite query only."
+    );
+    // With a system line, it comes first.
+    let s = PromptSettings {
+        system: Some("sys".into()),
+        ..Default::default()
+    };
+    let m = s.messages("x", "q", &[]);
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[0].role, "system");
+}
+
+#[test]
+fn training_example_masks_the_prompt_and_ends_with_eos() {
+    let (tmpl, tok) = smollm2();
+    let tables = SpiderTables::from_file(shared().join("data/spider/tables.json")).unwrap();
+    let schema = tables.schema("concert_singer").unwrap();
+    let s = PromptSettings::default();
+    let sql = "SELECT count(*) FROM singer";
+    let t = s
+        .training_text(
+            &tmpl,
+            &schema.to_compact(),
+            "How many singers do we have?",
+            &[],
+            sql,
+        )
+        .unwrap();
+    assert!(t.prompt.ends_with("<|im_start|>assistant\n"));
+    assert_eq!(t.answer, "SELECT count(*) FROM singer<|im_end|>");
+
+    let ex = s
+        .encode_example(
+            &tmpl,
+            &tok,
+            schema,
+            "How many singers do we have?",
+            &[],
+            sql,
+            256,
+        )
+        .unwrap()
+        .unwrap();
+    assert!(!ex.schema_cut());
+    assert_eq!(
+        &ex.input_ids[..ex.prompt_len],
+        tok.encode_prompt(&t.prompt).unwrap().as_slice()
+    );
+    let answer = &ex.input_ids[ex.prompt_len..];
+    assert_eq!(tok.decode(answer, false).unwrap(), t.answer);
+    assert_eq!(*answer.last().unwrap(), 2, "ends with <|im_end|>");
+    let labels = ex.labels();
+    assert!(labels[..ex.prompt_len].iter().all(|&l| l == -100));
+    assert_eq!(
+        labels[ex.prompt_len..]
+            .iter()
+            .map(|&l| l as u32)
+            .collect::<Vec<_>>(),
+        answer
+    );
+}
+
+#[test]
+fn long_examples_cut_shots_then_schema_never_question_or_answer() {
+    let (tmpl, tok) = smollm2();
+    let tables = SpiderTables::from_file(shared().join("data/spider/tables.json")).unwrap();
+    // A big schema: college_2 has 11 tables.
+    let schema = tables.schema("college_2").unwrap();
+    let s = PromptSettings::default();
+    let q = "What is the name of the instructor with the highest salary?";
+    let sql = "SELECT name FROM instructor ORDER BY salary DESC LIMIT 1";
+    let shots = [FewShot {
+        question: "How many courses?".into(),
+        sql: "SELECT count(*) FROM course".into(),
+    }];
+    let full = s
+        .encode_example(&tmpl, &tok, schema, q, &shots, sql, 4096)
+        .unwrap()
+        .unwrap();
+    assert!(full.input_ids.len() > 200, "{}", full.input_ids.len());
+    assert_eq!(full.dropped_shots, 0);
+
+    let max = 150;
+    let ex = s
+        .encode_example(&tmpl, &tok, schema, q, &shots, sql, max)
+        .unwrap()
+        .unwrap();
+    assert!(ex.input_ids.len() <= max);
+    assert_eq!(ex.dropped_shots, 1);
+    assert!(ex.schema_cut());
+    let text = tok.decode(&ex.input_ids, false).unwrap();
+    assert!(text.contains(q), "question kept");
+    assert!(text.ends_with(&format!("{sql}<|im_end|>")), "answer kept");
+    assert!(
+        text.contains("Table instructor:"),
+        "the mentioned table survives: {text}"
+    );
+    assert!(text.contains("salary"), "{text}");
+
+    // Too small for even the question and answer.
+    assert!(s
+        .encode_example(&tmpl, &tok, schema, q, &shots, sql, 40)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn extract_sql_handles_fences_labels_prose_and_stops() {
+    let cases = [
+        ("SELECT count(*) FROM singer<|im_end|>\nextra", "SELECT count(*) FROM singer"),
+        ("SELECT count(*) FROM singer;", "SELECT count(*) FROM singer"),
+        ("```sql\nSELECT name\nFROM singer\n```\nThis returns names.", "SELECT name\nFROM singer"),
+        ("To count singers:\n\n```\nSELECT count(*) FROM singer;\n```", "SELECT count(*) FROM singer"),
+        ("SQL: SELECT age FROM singer", "SELECT age FROM singer"),
+        ("SQLite query: select age from singer; -- done", "select age from singer"),
+        ("You can use the following query: SELECT name FROM singer WHERE age > 30. It lists names.",
+         "SELECT name FROM singer WHERE age > 30"),
+        ("SELECT name FROM singer\nThis query lists every singer.", "SELECT name FROM singer"),
+        ("SELECT name FROM singer WHERE name = 'a;b'; SELECT 2", "SELECT name FROM singer WHERE name = 'a;b'"),
+        ("SELECT 1\n\nExplanation: ...", "SELECT 1"),
+        ("  WITH t AS (SELECT 1 AS x) SELECT x FROM t  ", "WITH t AS (SELECT 1 AS x) SELECT x FROM t"),
+        ("```sql\nSELECT name FROM singer", "SELECT name FROM singer"),
+        ("I don't know.", "I don't know."),
+        ("", ""),
+    ];
+    for (input, want) in cases {
+        assert_eq!(extract_sql(input), want, "{input:?}");
+    }
+}
