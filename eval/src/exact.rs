@@ -8,7 +8,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::parse::{ColUnit, CondItem, CondUnit, Condition, Select, Sql, TableUnit, ValUnit, Value, OP_IN, OP_LIKE};
+use crate::parse::{
+    ColUnit, CondItem, CondUnit, Condition, Select, Sql, TableUnit, ValUnit, Value, OP_IN, OP_LIKE,
+};
 use crate::schema::Schema;
 
 /// Foreign-key map of one database (`__t.c__` → class representative).
@@ -114,14 +116,20 @@ fn eval_select(pred: &Sql, gold: &Sql) -> (bool, bool) {
     let (p, g) = (&pred.select.items, &gold.select.items);
     let p_units: Vec<&ValUnit> = p.iter().map(|(_, v)| v).collect();
     let g_units: Vec<&ValUnit> = g.iter().map(|(_, v)| v).collect();
-    (full(multiset_hits(p, g), p.len(), g.len()), full(multiset_hits(&p_units, &g_units), p.len(), g.len()))
+    (
+        full(multiset_hits(p, g), p.len(), g.len()),
+        full(multiset_hits(&p_units, &g_units), p.len(), g.len()),
+    )
 }
 
 fn eval_where(pred: &Sql, gold: &Sql) -> (bool, bool) {
     let (p, g) = (pred.where_.units(), gold.where_.units());
     let p_units: Vec<&ValUnit> = p.iter().map(|u| &u.val_unit).collect();
     let g_units: Vec<&ValUnit> = g.iter().map(|u| &u.val_unit).collect();
-    (full(multiset_hits(&p, &g), p.len(), g.len()), full(multiset_hits(&p_units, &g_units), p.len(), g.len()))
+    (
+        full(multiset_hits(&p, &g), p.len(), g.len()),
+        full(multiset_hits(&p_units, &g_units), p.len(), g.len()),
+    )
 }
 
 /// GROUP BY columns compared by column name only (`"__t.c__"` → `"c__"`).
@@ -129,7 +137,13 @@ fn eval_group(pred: &Sql, gold: &Sql) -> bool {
     let strip = |sql: &Sql| -> Vec<String> {
         sql.group_by
             .iter()
-            .map(|c| c.col.split('.').nth(1).map(str::to_string).unwrap_or_else(|| c.col.clone()))
+            .map(|c| {
+                c.col
+                    .split('.')
+                    .nth(1)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| c.col.clone())
+            })
             .collect()
     };
     let (p, g) = (strip(pred), strip(gold));
@@ -139,7 +153,12 @@ fn eval_group(pred: &Sql, gold: &Sql) -> bool {
 fn eval_having(pred: &Sql, gold: &Sql) -> bool {
     let pt = usize::from(!pred.group_by.is_empty());
     let gt = usize::from(!gold.group_by.is_empty());
-    let cols = |sql: &Sql| sql.group_by.iter().map(|c| c.col.clone()).collect::<Vec<_>>();
+    let cols = |sql: &Sql| {
+        sql.group_by
+            .iter()
+            .map(|c| c.col.clone())
+            .collect::<Vec<_>>()
+    };
     let hit = pt == 1 && gt == 1 && cols(pred) == cols(gold) && pred.having == gold.having;
     full(usize::from(hit), pt, gt)
 }
@@ -147,7 +166,9 @@ fn eval_having(pred: &Sql, gold: &Sql) -> bool {
 fn eval_order(pred: &Sql, gold: &Sql) -> bool {
     let pt = usize::from(pred.order_by.is_some());
     let gt = usize::from(gold.order_by.is_some());
-    let hit = gold.order_by.is_some() && pred.order_by == gold.order_by && pred.limit.is_some() == gold.limit.is_some();
+    let hit = gold.order_by.is_some()
+        && pred.order_by == gold.order_by
+        && pred.limit.is_some() == gold.limit.is_some();
     full(usize::from(hit), pt, gt)
 }
 
@@ -159,7 +180,11 @@ fn eval_and_or(pred: &Sql, gold: &Sql) -> bool {
 
 fn eval_iuen(pred: &Sql, gold: &Sql) -> bool {
     let (mut pt, mut gt, mut hits) = (0, 0, 0);
-    for (p, g) in [(&pred.intersect, &gold.intersect), (&pred.except, &gold.except), (&pred.union, &gold.union)] {
+    for (p, g) in [
+        (&pred.intersect, &gold.intersect),
+        (&pred.except, &gold.except),
+        (&pred.union, &gold.union),
+    ] {
         pt += usize::from(p.is_some());
         gt += usize::from(g.is_some());
         if let (Some(p), Some(g)) = (p, g) {
@@ -208,7 +233,11 @@ fn keywords(sql: &Sql) -> HashSet<&'static str> {
 
 fn eval_keywords(pred: &Sql, gold: &Sql) -> bool {
     let (p, g) = (keywords(pred), keywords(gold));
-    full(p.iter().filter(|k| g.contains(*k)).count(), p.len(), g.len())
+    full(
+        p.iter().filter(|k| g.contains(*k)).count(),
+        p.len(),
+        g.len(),
+    )
 }
 
 // ---- normalisation (`rebuild_sql_val`, `rebuild_sql_col`) ----
@@ -256,7 +285,10 @@ fn valid_col_units(tables: &[TableUnit], schema: &Schema) -> HashSet<String> {
         .collect();
     schema
         .ids()
-        .filter(|id| id.find('.').is_some_and(|dot| prefixes.contains(&id[..dot])))
+        .filter(|id| {
+            id.find('.')
+                .is_some_and(|dot| prefixes.contains(&id[..dot]))
+        })
         .map(str::to_string)
         .collect()
 }
@@ -279,7 +311,11 @@ fn rebuild_val_unit(valid: &HashSet<String>, mut v: ValUnit, kmap: &ForeignKeyMa
 
 /// Condition units get their left side rebuilt; right-hand sub-queries are
 /// left as they are (upstream does not recurse there).
-fn rebuild_cond_col(valid: &HashSet<String>, items: Vec<CondItem>, kmap: &ForeignKeyMap) -> Vec<CondItem> {
+fn rebuild_cond_col(
+    valid: &HashSet<String>,
+    items: Vec<CondItem>,
+    kmap: &ForeignKeyMap,
+) -> Vec<CondItem> {
     items
         .into_iter()
         .map(|item| match item {
@@ -295,16 +331,30 @@ fn rebuild_cond_col(valid: &HashSet<String>, items: Vec<CondItem>, kmap: &Foreig
 fn rebuild_col(valid: &HashSet<String>, mut sql: Sql, kmap: &ForeignKeyMap) -> Sql {
     sql.select = Select {
         distinct: None,
-        items: sql.select.items.into_iter().map(|(agg, v)| (agg, rebuild_val_unit(valid, v, kmap))).collect(),
+        items: sql
+            .select
+            .items
+            .into_iter()
+            .map(|(agg, v)| (agg, rebuild_val_unit(valid, v, kmap)))
+            .collect(),
     };
     sql.from_conds = rebuild_cond_col(valid, sql.from_conds, kmap);
     sql.where_ = rebuild_cond_col(valid, sql.where_, kmap);
-    sql.group_by = sql.group_by.into_iter().map(|c| rebuild_col_unit(valid, c, kmap)).collect();
+    sql.group_by = sql
+        .group_by
+        .into_iter()
+        .map(|c| rebuild_col_unit(valid, c, kmap))
+        .collect();
     if let Some(order) = sql.order_by.as_mut() {
-        order.items = std::mem::take(&mut order.items).into_iter().map(|v| rebuild_val_unit(valid, v, kmap)).collect();
+        order.items = std::mem::take(&mut order.items)
+            .into_iter()
+            .map(|v| rebuild_val_unit(valid, v, kmap))
+            .collect();
     }
     sql.having = rebuild_cond_col(valid, sql.having, kmap);
-    sql.intersect = sql.intersect.map(|s| Box::new(rebuild_col(valid, *s, kmap)));
+    sql.intersect = sql
+        .intersect
+        .map(|s| Box::new(rebuild_col(valid, *s, kmap)));
     sql.except = sql.except.map(|s| Box::new(rebuild_col(valid, *s, kmap)));
     sql.union = sql.union.map(|s| Box::new(rebuild_col(valid, *s, kmap)));
     sql

@@ -29,7 +29,10 @@ pub struct ExecLimits {
 
 impl Default for ExecLimits {
     fn default() -> Self {
-        ExecLimits { timeout: Duration::from_secs(5), max_rows: 100_000 }
+        ExecLimits {
+            timeout: Duration::from_secs(5),
+            max_rows: 100_000,
+        }
     }
 }
 
@@ -51,7 +54,9 @@ impl PartialEq for Cell {
             (Cell::Null, Cell::Null) => true,
             (Cell::Int(a), Cell::Int(b)) => a == b,
             (Cell::Real(a), Cell::Real(b)) => a == b,
-            (Cell::Int(a), Cell::Real(b)) | (Cell::Real(b), Cell::Int(a)) => (*a as f64) == *b && b.fract() == 0.0,
+            (Cell::Int(a), Cell::Real(b)) | (Cell::Real(b), Cell::Int(a)) => {
+                (*a as f64) == *b && b.fract() == 0.0
+            }
             (Cell::Text(a), Cell::Text(b)) => a == b,
             (Cell::Blob(a), Cell::Blob(b)) => a == b,
             _ => false,
@@ -119,7 +124,11 @@ fn python_float_repr(r: f64) -> String {
     if r.is_nan() {
         "nan".into()
     } else if r.is_infinite() {
-        if r > 0.0 { "inf".into() } else { "-inf".into() }
+        if r > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else if r.fract() == 0.0 && r.abs() < 1e16 {
         format!("{r:.1}")
     } else {
@@ -172,23 +181,46 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn open(path: &Path, limits: ExecLimits) -> Result<Self> {
-        let sqlite_err = |source| Error::Sqlite { path: path.to_path_buf(), source };
+        let sqlite_err = |source| Error::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
         if !path.is_file() {
-            return Err(Error::BadInput { path: path.to_path_buf(), message: "database file not found".into() });
+            return Err(Error::BadInput {
+                path: path.to_path_buf(),
+                message: "database file not found".into(),
+            });
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(sqlite_err)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite_err)?;
         // Spider's gold queries use double-quoted string literals; allow them
         // whatever the library's compile-time default.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML, true).map_err(sqlite_err)?;
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML, true)
+            .map_err(sqlite_err)?;
         let deadline: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
         let d = Arc::clone(&deadline);
-        conn.progress_handler(1000, Some(move || d.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| Instant::now() > t)));
+        conn.progress_handler(
+            1000,
+            Some(move || {
+                d.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some_and(|t| Instant::now() > t)
+            }),
+        );
         let denied = Arc::new(Mutex::new(Vec::new()));
         let reads = Arc::new(Mutex::new(Vec::new()));
         let (den, rd) = (Arc::clone(&denied), Arc::clone(&reads));
         conn.authorizer(Some(move |ctx: AuthContext<'_>| authorize(ctx, &den, &rd)));
-        Ok(Sandbox { conn, limits, deadline, denied, reads })
+        Ok(Sandbox {
+            conn,
+            limits,
+            deadline,
+            denied,
+            reads,
+        })
     }
 
     /// Prepare `sql` without running it: `Ok(access)` when it is a single,
@@ -197,13 +229,16 @@ impl Sandbox {
         self.reset_hooks();
         let res = self.prepare(sql).map(|_| ());
         self.finish(res)?;
-        Ok(Access { reads: self.reads.lock().unwrap_or_else(|e| e.into_inner()).clone() })
+        Ok(Access {
+            reads: self.reads.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        })
     }
 
     /// Run `sql` and fetch every row, within the limits.
     pub fn query(&self, sql: &str) -> std::result::Result<Vec<Row>, ExecError> {
         self.reset_hooks();
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.limits.timeout);
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + self.limits.timeout);
         let res = self.run(sql);
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match res {
@@ -234,7 +269,10 @@ impl Sandbox {
     /// Prepare one statement and insist it is a read-only query: statements
     /// the authorizer never sees (e.g. `VACUUM INTO`) are refused here.
     fn prepare(&self, sql: &str) -> std::result::Result<rusqlite::Statement<'_>, ExecError> {
-        let stmt = self.conn.prepare(sql).map_err(|e| ExecError::Sql(e.to_string()))?;
+        let stmt = self
+            .conn
+            .prepare(sql)
+            .map_err(|e| ExecError::Sql(e.to_string()))?;
         if !stmt.readonly() || stmt.column_count() == 0 {
             return Err(ExecError::Denied("not a read-only query".into()));
         }
@@ -242,12 +280,18 @@ impl Sandbox {
     }
 
     fn reset_hooks(&self) {
-        self.denied.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.denied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.reads.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Report a sandbox denial as such rather than as a generic SQL error.
-    fn finish<T>(&self, res: std::result::Result<T, ExecError>) -> std::result::Result<T, ExecError> {
+    fn finish<T>(
+        &self,
+        res: std::result::Result<T, ExecError>,
+    ) -> std::result::Result<T, ExecError> {
         let denied = self.denied.lock().unwrap_or_else(|e| e.into_inner());
         match res {
             Err(_) if !denied.is_empty() => Err(ExecError::Denied(denied.join(", "))),
@@ -262,13 +306,24 @@ fn authorize(
     reads: &Mutex<Vec<(String, String)>>,
 ) -> Authorization {
     match ctx.action {
-        AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive => Authorization::Allow,
-        AuthAction::Read { table_name, column_name } => {
-            reads.lock().unwrap_or_else(|e| e.into_inner()).push((table_name.to_lowercase(), column_name.to_lowercase()));
+        AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive => {
+            Authorization::Allow
+        }
+        AuthAction::Read {
+            table_name,
+            column_name,
+        } => {
+            reads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((table_name.to_lowercase(), column_name.to_lowercase()));
             Authorization::Allow
         }
         other => {
-            denied.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{other:?}"));
+            denied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("{other:?}"));
             Authorization::Deny
         }
     }
@@ -292,12 +347,20 @@ pub fn result_eq(gold: &[Row], pred: &[Row], order_matters: bool) -> bool {
     if !quick_rej(gold, pred, order_matters) {
         return false;
     }
-    let gold_col_sets: Vec<HashSet<&Cell>> = (0..ncols).map(|i| gold.iter().filter_map(|r| r.get(i)).collect()).collect();
+    let gold_col_sets: Vec<HashSet<&Cell>> = (0..ncols)
+        .map(|i| gold.iter().filter_map(|r| r.get(i)).collect())
+        .collect();
     for perm in candidate_permutations(&gold_col_sets, pred, ncols) {
         let permuted: Vec<Row> = if ncols == 1 {
             pred.to_vec()
         } else {
-            pred.iter().map(|r| perm.iter().map(|&i| r.get(i).cloned().unwrap_or(Cell::Null)).collect()).collect()
+            pred.iter()
+                .map(|r| {
+                    perm.iter()
+                        .map(|&i| r.get(i).cloned().unwrap_or(Cell::Null))
+                        .collect()
+                })
+                .collect()
         };
         let ok = if order_matters {
             gold == permuted.as_slice()
@@ -351,11 +414,18 @@ fn multiset_eq(a: &[Row], b: &[Row]) -> bool {
 /// Column permutations worth trying. Upstream samples 20 random prediction
 /// rows to prune candidates for more than 3 columns; pruning with every row
 /// is deterministic and keeps only permutations that can still succeed.
-fn candidate_permutations(gold_col_sets: &[HashSet<&Cell>], pred: &[Row], ncols: usize) -> Vec<Vec<usize>> {
+fn candidate_permutations(
+    gold_col_sets: &[HashSet<&Cell>],
+    pred: &[Row],
+    ncols: usize,
+) -> Vec<Vec<usize>> {
     let mut allowed: Vec<Vec<usize>> = vec![(0..ncols).collect(); ncols];
     if ncols > 3 {
         for (g, allowed_g) in allowed.iter_mut().enumerate() {
-            allowed_g.retain(|&p| pred.iter().all(|row| row.get(p).is_some_and(|c| gold_col_sets[g].contains(c))));
+            allowed_g.retain(|&p| {
+                pred.iter()
+                    .all(|row| row.get(p).is_some_and(|c| gold_col_sets[g].contains(c)))
+            });
         }
     }
     let mut out = Vec::new();
@@ -365,7 +435,13 @@ fn candidate_permutations(gold_col_sets: &[HashSet<&Cell>], pred: &[Row], ncols:
     out
 }
 
-fn permute(allowed: &[Vec<usize>], pos: usize, cur: &mut Vec<usize>, used: &mut [bool], out: &mut Vec<Vec<usize>>) {
+fn permute(
+    allowed: &[Vec<usize>],
+    pos: usize,
+    cur: &mut Vec<usize>,
+    used: &mut [bool],
+    out: &mut Vec<Vec<usize>>,
+) {
     if pos == allowed.len() {
         out.push(cur.clone());
         return;
@@ -390,7 +466,10 @@ fn permute(allowed: &[Vec<usize>], pos: usize, cur: &mut Vec<usize>, used: &mut 
 
 /// `'> ='` → `'>='` etc., as the test-suite evaluator does before running.
 pub fn postprocess(query: &str) -> String {
-    query.replace("> =", ">=").replace("< =", "<=").replace("! =", "!=")
+    query
+        .replace("> =", ">=")
+        .replace("< =", "<=")
+        .replace("! =", "!=")
 }
 
 /// `YEAR(CURDATE())` → `2020` (MySQL-ism in some predictions).
@@ -427,7 +506,9 @@ pub fn remove_distinct(query: &str) -> String {
             i = end;
         } else if c.is_alphanumeric() || c == '_' {
             let mut j = i;
-            while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_' || chars[j] == '$') {
+            while j < chars.len()
+                && (chars[j].is_alphanumeric() || chars[j] == '_' || chars[j] == '$')
+            {
                 j += 1;
             }
             let word: String = chars[i..j].iter().collect();
@@ -448,7 +529,9 @@ mod tests {
     use super::*;
 
     fn rows(v: &[&[i64]]) -> Vec<Row> {
-        v.iter().map(|r| r.iter().map(|&x| Cell::Int(x)).collect()).collect()
+        v.iter()
+            .map(|r| r.iter().map(|&x| Cell::Int(x)).collect())
+            .collect()
     }
 
     #[test]
@@ -459,7 +542,11 @@ mod tests {
         assert!(result_eq(&g, &rows(&[&[2, 1], &[4, 3]]), true));
         assert!(!result_eq(&g, &rows(&[&[1, 2], &[1, 2]]), false));
         assert!(!result_eq(&g, &rows(&[&[1, 2]]), false));
-        assert!(result_eq(&[vec![Cell::Int(2)]], &[vec![Cell::Real(2.0)]], false));
+        assert!(result_eq(
+            &[vec![Cell::Int(2)]],
+            &[vec![Cell::Real(2.0)]],
+            false
+        ));
         assert!(result_eq(&[], &[], true));
     }
 
@@ -469,6 +556,9 @@ mod tests {
             remove_distinct("SELECT DISTINCT a, count(distinct b) FROM t WHERE c = 'distinct'"),
             "SELECT  a, count( b) FROM t WHERE c = 'distinct'"
         );
-        assert_eq!(remove_distinct("select distinct_col from t"), "select distinct_col from t");
+        assert_eq!(
+            remove_distinct("select distinct_col from t"),
+            "select distinct_col from t"
+        );
     }
 }

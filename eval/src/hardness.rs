@@ -14,7 +14,12 @@ pub enum Hardness {
 }
 
 impl Hardness {
-    pub const ALL: [Hardness; 4] = [Hardness::Easy, Hardness::Medium, Hardness::Hard, Hardness::Extra];
+    pub const ALL: [Hardness; 4] = [
+        Hardness::Easy,
+        Hardness::Medium,
+        Hardness::Hard,
+        Hardness::Extra,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -73,7 +78,10 @@ fn count_component1(sql: &Sql) -> usize {
     .count();
     count += sql.from_tables.len().saturating_sub(1);
     count += all_conjunctions(sql).iter().filter(|c| **c == "or").count();
-    count += all_cond_units(sql).iter().filter(|u| u.op == OP_LIKE).count();
+    count += all_cond_units(sql)
+        .iter()
+        .filter(|u| u.op == OP_LIKE)
+        .count();
     count
 }
 
@@ -87,7 +95,12 @@ pub fn nested_sqls(sql: &Sql) -> Vec<&Sql> {
             }
         }
     }
-    nested.extend([&sql.intersect, &sql.except, &sql.union].into_iter().flatten().map(|b| b.as_ref()));
+    nested.extend(
+        [&sql.intersect, &sql.except, &sql.union]
+            .into_iter()
+            .flatten()
+            .map(|b| b.as_ref()),
+    );
     nested
 }
 
@@ -104,7 +117,12 @@ fn count_others(sql: &Sql) -> usize {
     agg += sql.group_by.iter().filter(|c| c.agg != 0).count();
     if let Some(order) = &sql.order_by {
         agg += order.items.iter().filter(|v| v.col1.agg != 0).count();
-        agg += order.items.iter().filter_map(|v| v.col2.as_ref()).filter(|c| c.agg != 0).count();
+        agg += order
+            .items
+            .iter()
+            .filter_map(|v| v.col2.as_ref())
+            .filter(|c| c.agg != 0)
+            .count();
     }
     agg += sql
         .having

@@ -13,10 +13,22 @@ use crate::error::{Error, Result};
 use crate::schema::Schema;
 use crate::tokenize::tokenize;
 
-const CLAUSE_KEYWORDS: [&str; 9] = ["select", "from", "where", "group", "order", "limit", "intersect", "union", "except"];
+const CLAUSE_KEYWORDS: [&str; 9] = [
+    "select",
+    "from",
+    "where",
+    "group",
+    "order",
+    "limit",
+    "intersect",
+    "union",
+    "except",
+];
 const JOIN_KEYWORDS: [&str; 3] = ["join", "on", "as"];
 /// Index = official `op_id`.
-pub const WHERE_OPS: [&str; 12] = ["not", "between", "=", ">", "<", ">=", "<=", "!=", "in", "like", "is", "exists"];
+pub const WHERE_OPS: [&str; 12] = [
+    "not", "between", "=", ">", "<", ">=", "<=", "!=", "in", "like", "is", "exists",
+];
 /// Index = official `unit_op`.
 pub const UNIT_OPS: [&str; 5] = ["none", "-", "+", "*", "/"];
 /// Index = official `agg_id`.
@@ -144,7 +156,10 @@ impl Sql {
     /// What the scorer compares against when a prediction does not parse.
     pub fn empty() -> Self {
         Sql {
-            select: Select { distinct: Some(false), items: vec![] },
+            select: Select {
+                distinct: Some(false),
+                items: vec![],
+            },
             from_tables: vec![],
             from_conds: vec![],
             where_: vec![],
@@ -163,7 +178,11 @@ impl Sql {
 pub fn parse_sql(schema: &Schema, query: &str) -> Result<Sql> {
     let toks = tokenize(query)?;
     let aliases = tables_with_alias(schema, &toks)?;
-    let parser = Parser { toks: &toks, schema, aliases };
+    let parser = Parser {
+        toks: &toks,
+        schema,
+        aliases,
+    };
     Ok(parser.sql(0)?.1)
 }
 
@@ -178,7 +197,11 @@ fn tables_with_alias(schema: &Schema, toks: &[String]) -> Result<HashMap<String,
         if t == "as" {
             let next = toks.get(i + 1).ok_or_else(|| err("`as` at the end"))?;
             // upstream's toks[idx-1] wraps around for idx == 0
-            let prev = if i == 0 { &toks[toks.len() - 1] } else { &toks[i - 1] };
+            let prev = if i == 0 {
+                &toks[toks.len() - 1]
+            } else {
+                &toks[i - 1]
+            };
             aliases.insert(next.clone(), prev.clone());
         }
     }
@@ -207,7 +230,10 @@ fn is_join(t: &str) -> bool {
 
 impl<'a> Parser<'a> {
     fn tok(&self, idx: usize) -> Result<&'a str> {
-        self.toks.get(idx).map(String::as_str).ok_or_else(|| err("unexpected end of query"))
+        self.toks
+            .get(idx)
+            .map(String::as_str)
+            .ok_or_else(|| err("unexpected end of query"))
     }
 
     /// `toks[idx] == t` with idx possibly past the end (false then).
@@ -224,13 +250,26 @@ impl<'a> Parser<'a> {
     }
 
     fn alias(&self, name: &str) -> Result<&str> {
-        self.aliases.get(name).map(String::as_str).ok_or_else(|| err(format!("unknown table or alias `{name}`")))
+        self.aliases
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| err(format!("unknown table or alias `{name}`")))
     }
 
-    fn col(&self, toks: &[String], idx: usize, default_tables: &[String]) -> Result<(usize, String)> {
-        let tok = toks.get(idx).ok_or_else(|| err("unexpected end of query"))?;
+    fn col(
+        &self,
+        toks: &[String],
+        idx: usize,
+        default_tables: &[String],
+    ) -> Result<(usize, String)> {
+        let tok = toks
+            .get(idx)
+            .ok_or_else(|| err("unexpected end of query"))?;
         if tok == "*" {
-            return Ok((idx + 1, self.schema.id("*").unwrap_or("__all__").to_string()));
+            return Ok((
+                idx + 1,
+                self.schema.id("*").unwrap_or("__all__").to_string(),
+            ));
         }
         if tok.contains('.') {
             let parts: Vec<&str> = tok.split('.').collect();
@@ -238,7 +277,10 @@ impl<'a> Parser<'a> {
                 return Err(err(format!("bad column `{tok}`")));
             };
             let key = format!("{}.{col}", self.alias(alias)?);
-            let id = self.schema.id(&key).ok_or_else(|| err(format!("unknown column `{key}`")))?;
+            let id = self
+                .schema
+                .id(&key)
+                .ok_or_else(|| err(format!("unknown column `{key}`")))?;
             return Ok((idx + 1, id.to_string()));
         }
         if default_tables.is_empty() {
@@ -246,18 +288,34 @@ impl<'a> Parser<'a> {
         }
         for alias in default_tables {
             let table = self.alias(alias)?;
-            let cols = self.schema.tables.get(table).ok_or_else(|| err(format!("unknown table `{table}`")))?;
+            let cols = self
+                .schema
+                .tables
+                .get(table)
+                .ok_or_else(|| err(format!("unknown table `{table}`")))?;
             if cols.iter().any(|c| c == tok) {
                 let key = format!("{table}.{tok}");
-                let id = self.schema.id(&key).ok_or_else(|| err(format!("unknown column `{key}`")))?;
+                let id = self
+                    .schema
+                    .id(&key)
+                    .ok_or_else(|| err(format!("unknown column `{key}`")))?;
                 return Ok((idx + 1, id.to_string()));
             }
         }
         Err(err(format!("unknown column `{tok}`")))
     }
 
-    fn col_unit(&self, toks: &[String], start: usize, default_tables: &[String]) -> Result<(usize, ColUnit)> {
-        let get = |i: usize| toks.get(i).map(String::as_str).ok_or_else(|| err("unexpected end of query"));
+    fn col_unit(
+        &self,
+        toks: &[String],
+        start: usize,
+        default_tables: &[String],
+    ) -> Result<(usize, ColUnit)> {
+        let get = |i: usize| {
+            toks.get(i)
+                .map(String::as_str)
+                .ok_or_else(|| err("unexpected end of query"))
+        };
         let mut idx = start;
         let mut block = false;
         let mut distinct = false;
@@ -281,7 +339,14 @@ impl<'a> Parser<'a> {
                 return Err(err("expected `)` after aggregate"));
             }
             // Upstream returns here without consuming the block's `)`.
-            return Ok((idx + 1, ColUnit { agg, col, distinct: Some(distinct) }));
+            return Ok((
+                idx + 1,
+                ColUnit {
+                    agg,
+                    col,
+                    distinct: Some(distinct),
+                },
+            ));
         }
         if get(idx)? == "distinct" {
             idx += 1;
@@ -295,7 +360,14 @@ impl<'a> Parser<'a> {
             }
             idx += 1;
         }
-        Ok((idx, ColUnit { agg: 0, col, distinct: Some(distinct) }))
+        Ok((
+            idx,
+            ColUnit {
+                agg: 0,
+                col,
+                distinct: Some(distinct),
+            },
+        ))
     }
 
     fn val_unit(&self, start: usize, default_tables: &[String]) -> Result<(usize, ValUnit)> {
@@ -309,7 +381,11 @@ impl<'a> Parser<'a> {
         idx = next;
         let mut op = 0;
         let mut col2 = None;
-        if let Some(o) = self.toks.get(idx).and_then(|t| UNIT_OPS.iter().position(|u| u == t)) {
+        if let Some(o) = self
+            .toks
+            .get(idx)
+            .and_then(|t| UNIT_OPS.iter().position(|u| u == t))
+        {
             op = o;
             idx += 1;
             let (next, c2) = self.col_unit(self.toks, idx, default_tables)?;
@@ -325,8 +401,15 @@ impl<'a> Parser<'a> {
 
     fn table_unit(&self, idx: usize) -> Result<(usize, String, String)> {
         let key = self.alias(self.tok(idx)?)?.to_string();
-        let next = if self.at(idx + 1, "as") { idx + 3 } else { idx + 1 };
-        let id = self.schema.id(&key).ok_or_else(|| err(format!("unknown table `{key}`")))?;
+        let next = if self.at(idx + 1, "as") {
+            idx + 3
+        } else {
+            idx + 1
+        };
+        let id = self
+            .schema
+            .id(&key)
+            .ok_or_else(|| err(format!("unknown table `{key}`")))?;
         Ok((next, id.to_string(), key))
     }
 
@@ -381,7 +464,10 @@ impl<'a> Parser<'a> {
                 idx += 1;
             }
             let op_tok = self.tok(idx)?;
-            let op = WHERE_OPS.iter().position(|o| *o == op_tok).ok_or_else(|| err(format!("bad condition operator `{op_tok}`")))?;
+            let op = WHERE_OPS
+                .iter()
+                .position(|o| *o == op_tok)
+                .ok_or_else(|| err(format!("bad condition operator `{op_tok}`")))?;
             idx += 1;
             let (val1, val2);
             if op == OP_BETWEEN {
@@ -395,13 +481,23 @@ impl<'a> Parser<'a> {
                 idx = next;
                 (val1, val2) = (v1, Value::None);
             }
-            conds.push(CondItem::Unit(CondUnit { not, op, val_unit, val1, val2 }));
+            conds.push(CondItem::Unit(CondUnit {
+                not,
+                op,
+                val_unit,
+                val1,
+                val2,
+            }));
             if let Some(t) = self.toks.get(idx) {
                 if is_clause(t) || t == ")" || t == ";" || is_join(t) {
                     break;
                 }
                 if t == "and" || t == "or" {
-                    conds.push(if t == "and" { CondItem::And } else { CondItem::Or });
+                    conds.push(if t == "and" {
+                        CondItem::And
+                    } else {
+                        CondItem::Or
+                    });
                     idx += 1;
                 }
             }
@@ -435,7 +531,13 @@ impl<'a> Parser<'a> {
                 idx += 1;
             }
         }
-        Ok((idx, Select { distinct: Some(distinct), items }))
+        Ok((
+            idx,
+            Select {
+                distinct: Some(distinct),
+                items,
+            },
+        ))
     }
 
     /// Returns (next idx, table units, join conditions, default tables).
@@ -514,7 +616,11 @@ impl<'a> Parser<'a> {
         Ok((idx, units))
     }
 
-    fn order_by(&self, start: usize, default_tables: &[String]) -> Result<(usize, Option<OrderBy>)> {
+    fn order_by(
+        &self,
+        start: usize,
+        default_tables: &[String],
+    ) -> Result<(usize, Option<OrderBy>)> {
         let mut idx = start;
         if !self.at(idx, "order") {
             return Ok((idx, None));
@@ -555,7 +661,9 @@ impl<'a> Parser<'a> {
             return Ok((idx, None));
         }
         let t = self.tok(idx + 1)?;
-        let n = t.parse::<i64>().map_err(|_| err(format!("bad LIMIT `{t}`")))?;
+        let n = t
+            .parse::<i64>()
+            .map_err(|_| err(format!("bad LIMIT `{t}`")))?;
         Ok((idx + 2, Some(n)))
     }
 
@@ -600,7 +708,12 @@ impl<'a> Parser<'a> {
             except: None,
             union: None,
         };
-        if let Some(op) = self.toks.get(idx).map(String::as_str).filter(|t| matches!(*t, "intersect" | "union" | "except")) {
+        if let Some(op) = self
+            .toks
+            .get(idx)
+            .map(String::as_str)
+            .filter(|t| matches!(*t, "intersect" | "union" | "except"))
+        {
             let (next, nested) = self.sql(idx + 1)?;
             idx = next;
             let nested = Some(Box::new(nested));
@@ -613,7 +726,12 @@ impl<'a> Parser<'a> {
         Ok((idx, sql))
     }
 
-    fn where_or_having(&self, idx: usize, keyword: &str, default_tables: &[String]) -> Result<(usize, Vec<CondItem>)> {
+    fn where_or_having(
+        &self,
+        idx: usize,
+        keyword: &str,
+        default_tables: &[String],
+    ) -> Result<(usize, Vec<CondItem>)> {
         if !self.at(idx, keyword) {
             return Ok((idx, vec![]));
         }

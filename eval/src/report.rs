@@ -73,7 +73,8 @@ struct Tally {
 
 impl Report {
     pub fn from_results(results: &[ExampleResult], executed: bool) -> Report {
-        let mut tallies: BTreeMap<&str, Tally> = LEVELS.iter().map(|l| (*l, Tally::default())).collect();
+        let mut tallies: BTreeMap<&str, Tally> =
+            LEVELS.iter().map(|l| (*l, Tally::default())).collect();
         for r in results {
             let levels = [r.hardness.map(Hardness::as_str), Some("all")];
             for level in levels.into_iter().flatten() {
@@ -117,13 +118,23 @@ impl Report {
     pub fn table(&self) -> String {
         let mut s = String::new();
         let row = |name: &str, vals: [String; 5]| {
-            format!("{name:<20} {}\n", vals.iter().map(|v| format!("{v:<20}")).collect::<Vec<_>>().join(" "))
+            format!(
+                "{name:<20} {}\n",
+                vals.iter()
+                    .map(|v| format!("{v:<20}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
         };
         s += &row("", LEVELS.map(String::from));
         s += &row("count", self.counts.values().map(|v| v.to_string()));
         let mut figures = vec![("exact match", &self.exact_match)];
         if self.executed {
-            figures.extend([("execution", &self.execution), ("valid SQL", &self.valid_sql), ("schema-valid SQL", &self.schema_valid)]);
+            figures.extend([
+                ("execution", &self.execution),
+                ("valid SQL", &self.valid_sql),
+                ("schema-valid SQL", &self.schema_valid),
+            ]);
         }
         for (name, fig) in figures {
             s += &row(name, fig.values().map(|v| format!("{v:.3}")));
@@ -137,13 +148,19 @@ impl Report {
 
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("report serialises");
-        std::fs::write(path, text + "\n").map_err(|source| Error::Io { path: path.to_path_buf(), source })
+        std::fs::write(path, text + "\n").map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
 /// One JSON object per line.
 pub fn write_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     for r in records {
         serde_json::to_writer(&mut out, r).expect("record serialises");

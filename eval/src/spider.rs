@@ -35,7 +35,11 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { limits: ExecLimits::default(), keep_distinct: false, execute: true }
+        EvalOptions {
+            limits: ExecLimits::default(),
+            keep_distinct: false,
+            execute: true,
+        }
     }
 }
 
@@ -46,7 +50,9 @@ pub enum ExecStatus {
     /// Not executed (execution disabled).
     Skipped,
     /// Ran; `rows` rows.
-    Ok { rows: usize },
+    Ok {
+        rows: usize,
+    },
     Failed(ExecError),
 }
 
@@ -99,9 +105,17 @@ pub struct Evaluator {
 impl Evaluator {
     pub fn new(tables_json: &Path, db_dir: &Path, options: EvalOptions) -> Result<Self> {
         if !db_dir.is_dir() {
-            return Err(Error::BadInput { path: db_dir.to_path_buf(), message: "database directory not found".into() });
+            return Err(Error::BadInput {
+                path: db_dir.to_path_buf(),
+                message: "database directory not found".into(),
+            });
         }
-        Ok(Evaluator { tables: Tables::load(tables_json)?, db_dir: db_dir.to_path_buf(), options, dbs: HashMap::new() })
+        Ok(Evaluator {
+            tables: Tables::load(tables_json)?,
+            db_dir: db_dir.to_path_buf(),
+            options,
+            dbs: HashMap::new(),
+        })
     }
 
     fn db(&mut self, db_id: &str) -> Result<&DbContext> {
@@ -109,9 +123,16 @@ impl Evaluator {
             let entry = self.tables.get(db_id)?;
             let path = sqlite_path(&self.db_dir, db_id);
             if !path.is_file() {
-                return Err(Error::BadInput { path, message: format!("no database file for `{db_id}`") });
+                return Err(Error::BadInput {
+                    path,
+                    message: format!("no database file for `{db_id}`"),
+                });
             }
-            let sandbox = if self.options.execute { Some(Sandbox::open(&path, self.options.limits)?) } else { None };
+            let sandbox = if self.options.execute {
+                Some(Sandbox::open(&path, self.options.limits)?)
+            } else {
+                None
+            };
             let ctx = DbContext {
                 schema: Schema::from_sqlite(&path)?,
                 kmap: entry.foreign_key_map(),
@@ -129,7 +150,12 @@ impl Evaluator {
     }
 
     /// Score one prediction.
-    pub fn score(&mut self, index: usize, gold: &GoldExample, prediction: &str) -> Result<ExampleResult> {
+    pub fn score(
+        &mut self,
+        index: usize,
+        gold: &GoldExample,
+        prediction: &str,
+    ) -> Result<ExampleResult> {
         let execute = self.options.execute;
         let keep_distinct = self.options.keep_distinct;
         let ctx = self.db(&gold.db_id)?;
@@ -145,7 +171,8 @@ impl Evaluator {
         let exact_match = match &gold_sql {
             Some(g) => {
                 let g = exact::normalize(g.clone(), &ctx.schema, &ctx.kmap);
-                let p = exact::normalize(pred_sql.unwrap_or_else(Sql::empty), &ctx.schema, &ctx.kmap);
+                let p =
+                    exact::normalize(pred_sql.unwrap_or_else(Sql::empty), &ctx.schema, &ctx.kmap);
                 exact::exact_match(&p, &g)
             }
             None => false,
@@ -177,7 +204,9 @@ impl Evaluator {
         if let Ok(access) = sandbox.check(&pred_fixed) {
             result.valid_sql = true;
             result.schema_valid = access.reads.iter().all(|(t, c)| {
-                ctx.declared.get(t).is_some_and(|cols| c.is_empty() || cols.contains(c))
+                ctx.declared
+                    .get(t)
+                    .is_some_and(|cols| c.is_empty() || cols.contains(c))
             });
         }
 
@@ -204,7 +233,10 @@ impl Evaluator {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Gold file in the official format: `SQL<TAB>db_id` per non-empty line.
@@ -216,9 +248,11 @@ pub fn read_gold_file(path: &Path) -> Result<Vec<GoldExample>> {
         .map(|(n, line)| {
             let mut parts = line.trim().split('\t');
             match (parts.next(), parts.next()) {
-                (Some(sql), Some(db)) => {
-                    Ok(GoldExample { sql: sql.to_string(), db_id: db.trim().to_string(), question: None })
-                }
+                (Some(sql), Some(db)) => Ok(GoldExample {
+                    sql: sql.to_string(),
+                    db_id: db.trim().to_string(),
+                    question: None,
+                }),
                 _ => Err(Error::BadInput {
                     path: path.to_path_buf(),
                     message: format!("line {}: expected `SQL<TAB>db_id`", n + 1),
@@ -241,7 +275,10 @@ pub fn read_pred_file(path: &Path, expected: usize) -> Result<Vec<String>> {
     let preds: Vec<String> = if all.len() == expected {
         all.iter().map(|l| first_field(l)).collect()
     } else {
-        all.iter().filter(|l| !l.trim().is_empty()).map(|l| first_field(l)).collect()
+        all.iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| first_field(l))
+            .collect()
     };
     if preds.len() != expected {
         return Err(Error::BadInput {
@@ -260,7 +297,16 @@ pub fn read_spider_json(path: &Path) -> Result<Vec<GoldExample>> {
         query: String,
         question: String,
     }
-    let raw: Vec<Raw> = serde_json::from_str(&read_text(path)?)
-        .map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
-    Ok(raw.into_iter().map(|r| GoldExample { sql: r.query, db_id: r.db_id, question: Some(r.question) }).collect())
+    let raw: Vec<Raw> = serde_json::from_str(&read_text(path)?).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(raw
+        .into_iter()
+        .map(|r| GoldExample {
+            sql: r.query,
+            db_id: r.db_id,
+            question: Some(r.question),
+        })
+        .collect())
 }

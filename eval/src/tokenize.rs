@@ -17,10 +17,20 @@ use crate::error::{Error, Result};
 /// Split a SQL string into the official scorer's tokens (lower-cased, string
 /// literals kept whole with their double quotes).
 pub fn tokenize(sql: &str) -> Result<Vec<String>> {
-    let mut chars: Vec<char> = sql.chars().map(|c| if c == '\'' { '"' } else { c }).collect();
-    let quotes: Vec<usize> = chars.iter().enumerate().filter(|(_, &c)| c == '"').map(|(i, _)| i).collect();
-    if quotes.len() % 2 != 0 {
-        return Err(Error::Parse("unexpected quote (odd number of quotes)".into()));
+    let mut chars: Vec<char> = sql
+        .chars()
+        .map(|c| if c == '\'' { '"' } else { c })
+        .collect();
+    let quotes: Vec<usize> = chars
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c == '"')
+        .map(|(i, _)| i)
+        .collect();
+    if !quotes.len().is_multiple_of(2) {
+        return Err(Error::Parse(
+            "unexpected quote (odd number of quotes)".into(),
+        ));
     }
     // Replace from the last pair backwards so earlier indices stay valid.
     let mut values = HashMap::new();
@@ -43,7 +53,12 @@ pub fn tokenize(sql: &str) -> Result<Vec<String>> {
 
     // Glue comparison prefixes to a following "=" (right to left, as upstream;
     // upstream's `toks[i-1]` wraps around for i == 0, kept for parity).
-    let eq_idxs: Vec<usize> = toks.iter().enumerate().filter(|(_, t)| *t == "=").map(|(i, _)| i).collect();
+    let eq_idxs: Vec<usize> = toks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| *t == "=")
+        .map(|(i, _)| i)
+        .collect();
     for &i in eq_idxs.iter().rev() {
         let prev = if i == 0 { toks.len() - 1 } else { i - 1 };
         if matches!(toks[prev].as_str(), "!" | ">" | "<") {
@@ -103,7 +118,10 @@ static ENDING_RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (re("\""), " '' "),
         (re(r"\s+"), " "),
         (re(r"([^' ])('[sS]|'[mM]|'[dD]|') "), "${1} ${2} "),
-        (re(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), "${1} ${2} "),
+        (
+            re(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "),
+            "${1} ${2} ",
+        ),
         // contractions (MacIntyre); `wanna` needs a following space, kept by
         // capturing it instead of a look-ahead.
         (re(r"(?i)\b(can)(not)\b"), " ${1} ${2} "),
@@ -138,12 +156,32 @@ mod tests {
 
     #[test]
     fn splits_like_the_official_tokenizer() {
-        let toks = tokenize("SELECT T1.name, count(*) FROM a AS T1 WHERE x >= 'Bob''s' AND y != 3;").unwrap();
+        let toks =
+            tokenize("SELECT T1.name, count(*) FROM a AS T1 WHERE x >= 'Bob''s' AND y != 3;")
+                .unwrap();
         assert_eq!(
             toks,
             [
-                "select", "t1.name", ",", "count", "(", "*", ")", "from", "a", "as", "t1", "where", "x", ">=",
-                "__val_49_53____val_54_56__", "and", "y", "!=", "3", ";"
+                "select",
+                "t1.name",
+                ",",
+                "count",
+                "(",
+                "*",
+                ")",
+                "from",
+                "a",
+                "as",
+                "t1",
+                "where",
+                "x",
+                ">=",
+                "__val_49_53____val_54_56__",
+                "and",
+                "y",
+                "!=",
+                "3",
+                ";"
             ]
         );
     }
@@ -151,8 +189,14 @@ mod tests {
     #[test]
     fn keeps_nltk_quirks() {
         // `=` is never split off, a comma before a digit stays attached.
-        assert_eq!(nltk_word_tokenize("a=1 ,2 b,c"), ["a=1", ",2", "b", ",", "c"]);
-        assert_eq!(tokenize("select \"x\" from t").unwrap(), ["select", "\"x\"", "from", "t"]);
+        assert_eq!(
+            nltk_word_tokenize("a=1 ,2 b,c"),
+            ["a=1", ",2", "b", ",", "c"]
+        );
+        assert_eq!(
+            tokenize("select \"x\" from t").unwrap(),
+            ["select", "\"x\"", "from", "t"]
+        );
         assert!(tokenize("select 'x from t").is_err());
     }
 }

@@ -54,7 +54,11 @@ impl RawLogicalForm {
             })
             .collect();
         conds.sort();
-        LogicalForm { sel: self.sel, agg: self.agg, conds }
+        LogicalForm {
+            sel: self.sel,
+            agg: self.agg,
+            conds,
+        }
     }
 }
 
@@ -68,7 +72,10 @@ fn normalise_value(v: &str) -> String {
 }
 
 pub fn read_examples(path: &Path) -> Result<Vec<WikiExample>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -88,7 +95,11 @@ fn unquote(s: &str) -> String {
     for (open, close) in pairs {
         if s.len() >= 2 && s.starts_with(open) && s.ends_with(close) {
             let inner = &s[open.len_utf8()..s.len() - close.len_utf8()];
-            return if open == close { inner.replace(&format!("{open}{open}"), &open.to_string()) } else { inner.to_string() };
+            return if open == close {
+                inner.replace(&format!("{open}{open}"), &open.to_string())
+            } else {
+                inner.to_string()
+            };
         }
     }
     s.to_string()
@@ -123,7 +134,9 @@ fn split_keyword<'a>(s: &'a str, word: &str) -> Vec<&'a str> {
 
 fn find_column(name: &str, header: &[String]) -> Option<usize> {
     let name = unquote(name);
-    header.iter().position(|h| h.trim().eq_ignore_ascii_case(name.trim()))
+    header
+        .iter()
+        .position(|h| h.trim().eq_ignore_ascii_case(name.trim()))
 }
 
 /// Read a predicted query back into a logical form against `header`.
@@ -185,7 +198,10 @@ fn parse_condition(cond: &str, header: &[String]) -> Option<(usize, usize, Strin
     } else {
         for (i, h) in header.iter().enumerate() {
             let h = h.trim();
-            if cond.get(..h.len()).is_some_and(|p| p.to_lowercase() == h.to_lowercase()) {
+            if cond
+                .get(..h.len())
+                .is_some_and(|p| p.to_lowercase() == h.to_lowercase())
+            {
                 candidates.push((i, h.len()));
             }
         }
@@ -228,8 +244,16 @@ pub struct WikiReport {
 /// An in-memory, empty copy of the example's table for validity checks.
 fn empty_table(ex: &WikiExample) -> rusqlite::Result<Connection> {
     let conn = Connection::open_in_memory()?;
-    let cols: Vec<String> = ex.header.iter().map(|h| format!("\"{}\"", h.replace('"', "\"\""))).collect();
-    conn.execute_batch(&format!("CREATE TABLE \"{}\" ({})", ex.table_name.replace('"', "\"\""), cols.join(", ")))?;
+    let cols: Vec<String> = ex
+        .header
+        .iter()
+        .map(|h| format!("\"{}\"", h.replace('"', "\"\"")))
+        .collect();
+    conn.execute_batch(&format!(
+        "CREATE TABLE \"{}\" ({})",
+        ex.table_name.replace('"', "\"\""),
+        cols.join(", ")
+    ))?;
     Ok(conn)
 }
 
@@ -240,7 +264,8 @@ pub fn evaluate(examples: &[WikiExample], predictions: &[String]) -> (WikiReport
         .enumerate()
         .map(|(index, (ex, pred))| {
             let parsed = parse_prediction(pred, &ex.header);
-            let valid_sql = empty_table(ex).is_ok_and(|c| c.prepare(pred).is_ok_and(|s| s.readonly()));
+            let valid_sql =
+                empty_table(ex).is_ok_and(|c| c.prepare(pred).is_ok_and(|s| s.readonly()));
             WikiResult {
                 index,
                 question: ex.question.clone(),
@@ -255,7 +280,8 @@ pub fn evaluate(examples: &[WikiExample], predictions: &[String]) -> (WikiReport
     let n = results.len();
     let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
     let report = WikiReport {
-        evaluation: "logical-form exact match (WikiSQL tables have no rows here; no execution accuracy)",
+        evaluation:
+            "logical-form exact match (WikiSQL tables have no rows here; no execution accuracy)",
         count: n,
         logical_form_accuracy: frac(results.iter().filter(|r| r.logical_form_match).count()),
         parsed: frac(results.iter().filter(|r| r.parsed).count()),

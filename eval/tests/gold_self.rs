@@ -10,10 +10,19 @@ fn dev_gold_against_itself_scores_one() {
     let gold = read_gold_file(&spider.join("dev_gold.sql")).unwrap();
     assert_eq!(gold.len(), 1034);
     let preds: Vec<String> = gold.iter().map(|g| g.sql.clone()).collect();
-    let mut evaluator = Evaluator::new(&spider.join("tables.json"), &spider.join("database"), EvalOptions::default()).unwrap();
+    let mut evaluator = Evaluator::new(
+        &spider.join("tables.json"),
+        &spider.join("database"),
+        EvalOptions::default(),
+    )
+    .unwrap();
     let (report, results) = evaluate(&mut evaluator, &gold, &preds, true).unwrap();
     println!("{}", report.table());
-    let misses: Vec<_> = results.iter().filter(|r| !r.exact_match || !r.exec_match).map(|r| (r.index, &r.gold)).collect();
+    let misses: Vec<_> = results
+        .iter()
+        .filter(|r| !r.exact_match || !r.exec_match)
+        .map(|r| (r.index, &r.gold))
+        .collect();
     assert!(misses.is_empty(), "not self-consistent: {misses:?}");
     assert_eq!(report.exact_match.all, 1.0);
     assert_eq!(report.execution.all, 1.0);

@@ -21,7 +21,11 @@ fn temp_db(tag: &str) -> (PathBuf, PathBuf) {
     let dir = root.join("database/concert_singer");
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("concert_singer.sqlite");
-    std::fs::copy(common::spider().join("database/concert_singer/concert_singer.sqlite"), &db).unwrap();
+    std::fs::copy(
+        common::spider().join("database/concert_singer/concert_singer.sqlite"),
+        &db,
+    )
+    .unwrap();
     (root, db)
 }
 
@@ -46,22 +50,39 @@ const WRITES: [&str; 9] = [
 fn slow_queries_and_writes_are_stopped_and_file_unchanged() {
     let (root, db) = temp_db("sandbox");
     let before = sha256(&db);
-    let sandbox = Sandbox::open(&db, ExecLimits { timeout: Duration::from_millis(300), max_rows: 1000 }).unwrap();
+    let sandbox = Sandbox::open(
+        &db,
+        ExecLimits {
+            timeout: Duration::from_millis(300),
+            max_rows: 1000,
+        },
+    )
+    .unwrap();
 
     for q in SLOW {
         let t = Instant::now();
         assert_eq!(sandbox.query(q), Err(ExecError::Timeout), "{q}");
-        assert!(t.elapsed() < Duration::from_secs(3), "{q} took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{q} took {:?}",
+            t.elapsed()
+        );
     }
     for q in WRITES {
         let res = sandbox.query(q);
-        assert!(matches!(res, Err(ExecError::Denied(_))), "{q} was not denied: {res:?}");
+        assert!(
+            matches!(res, Err(ExecError::Denied(_))),
+            "{q} was not denied: {res:?}"
+        );
         assert!(sandbox.check(q).is_err(), "{q} passed the validity check");
     }
     // Too many rows is refused too; ordinary reads still work afterwards.
     let many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 5000) SELECT x FROM c";
     assert_eq!(sandbox.query(many), Err(ExecError::TooManyRows));
-    assert_eq!(sandbox.query("SELECT count(*) FROM singer").unwrap().len(), 1);
+    assert_eq!(
+        sandbox.query("SELECT count(*) FROM singer").unwrap().len(),
+        1
+    );
     drop(sandbox);
 
     assert_eq!(sha256(&db), before, "database file changed");
@@ -73,11 +94,34 @@ fn slow_queries_and_writes_are_stopped_and_file_unchanged() {
 fn evaluator_reports_timeouts_and_denials_as_wrong() {
     let (root, db) = temp_db("evaluator");
     let before = sha256(&db);
-    let options = EvalOptions { limits: ExecLimits { timeout: Duration::from_millis(300), ..Default::default() }, ..Default::default() };
-    let mut evaluator = Evaluator::new(&common::spider().join("tables.json"), &root.join("database"), options).unwrap();
+    let options = EvalOptions {
+        limits: ExecLimits {
+            timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut evaluator = Evaluator::new(
+        &common::spider().join("tables.json"),
+        &root.join("database"),
+        options,
+    )
+    .unwrap();
     let gold_sql = "SELECT count(*) FROM singer";
-    let preds: Vec<String> = SLOW.iter().chain(WRITES.iter()).map(|s| s.to_string()).chain([gold_sql.to_string()]).collect();
-    let gold = vec![GoldExample { sql: gold_sql.into(), db_id: "concert_singer".into(), question: None }; preds.len()];
+    let preds: Vec<String> = SLOW
+        .iter()
+        .chain(WRITES.iter())
+        .map(|s| s.to_string())
+        .chain([gold_sql.to_string()])
+        .collect();
+    let gold = vec![
+        GoldExample {
+            sql: gold_sql.into(),
+            db_id: "concert_singer".into(),
+            question: None
+        };
+        preds.len()
+    ];
     let (report, results) = evaluate(&mut evaluator, &gold, &preds, true).unwrap();
     assert_eq!(report.timeouts, SLOW.len());
     for r in &results[..results.len() - 1] {

@@ -6,8 +6,14 @@ use sqlora_eval::{evaluate, read_gold_file, read_pred_file, EvalOptions, Evaluat
 
 /// Figures printed by the official evaluators (three decimals).
 fn parse_official_row(text: &str, label: &str) -> Vec<f64> {
-    let line = text.lines().find(|l| l.starts_with(label)).expect("row present in official output");
-    line[label.len()..].split_whitespace().map(|v| v.parse().expect("number")).collect()
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(label))
+        .expect("row present in official output");
+    line[label.len()..]
+        .split_whitespace()
+        .map(|v| v.parse().expect("number"))
+        .collect()
 }
 
 #[test]
@@ -16,7 +22,12 @@ fn example_predictions_match_official_exact_and_execution() {
     let ex = spider.join("eval_example");
     let gold = read_gold_file(&ex.join("gold_example.txt")).unwrap();
     let preds = read_pred_file(&ex.join("pred_example.txt"), gold.len()).unwrap();
-    let mut evaluator = Evaluator::new(&spider.join("tables.json"), &spider.join("database"), EvalOptions::default()).unwrap();
+    let mut evaluator = Evaluator::new(
+        &spider.join("tables.json"),
+        &spider.join("database"),
+        EvalOptions::default(),
+    )
+    .unwrap();
     let (report, results) = evaluate(&mut evaluator, &gold, &preds, true).unwrap();
     println!("{}", report.table());
 
@@ -32,22 +43,39 @@ fn example_predictions_match_official_exact_and_execution() {
     // Per-example exact-match failures must be exactly the ones listed.
     let official_misses: Vec<(&str, &str)> = official_match
         .lines()
-        .filter_map(|l| l.split_once(" pred: ").map(|(h, p)| (h, p)))
+        .filter_map(|l| l.split_once(" pred: "))
         .collect();
     let ours: Vec<(&str, &str)> = results
         .iter()
         .filter(|r| !r.exact_match)
-        .map(|r| (r.hardness.map(|h| h.as_str()).unwrap_or("?"), r.prediction.as_str()))
+        .map(|r| {
+            (
+                r.hardness.map(|h| h.as_str()).unwrap_or("?"),
+                r.prediction.as_str(),
+            )
+        })
         .collect();
-    assert_eq!(ours.len(), official_misses.len(), "number of exact-match failures");
+    assert_eq!(
+        ours.len(),
+        official_misses.len(),
+        "number of exact-match failures"
+    );
     for (i, (a, b)) in ours.iter().zip(&official_misses).enumerate() {
         assert_eq!(a, b, "failure #{i} differs");
     }
 
     for (i, level) in sqlora_eval::report::LEVELS.iter().enumerate() {
         assert_eq!(report.counts.get(level) as f64, counts[i], "count {level}");
-        assert_eq!(format!("{:.3}", report.exact_match.get(level)), format!("{:.3}", exact[i]), "exact {level}");
-        assert_eq!(format!("{:.3}", report.execution.get(level)), format!("{:.3}", execution[i]), "exec {level}");
+        assert_eq!(
+            format!("{:.3}", report.exact_match.get(level)),
+            format!("{:.3}", exact[i]),
+            "exact {level}"
+        );
+        assert_eq!(
+            format!("{:.3}", report.execution.get(level)),
+            format!("{:.3}", execution[i]),
+            "exec {level}"
+        );
     }
     assert_eq!(report.timeouts, 0);
     assert_eq!(report.gold_errors, 0);

@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlora_eval::exec::ExecLimits;
 use sqlora_eval::report::write_jsonl;
-use sqlora_eval::{read_gold_file, read_pred_file, read_spider_json, EvalOptions, Evaluator, GoldExample, Report};
+use sqlora_eval::{
+    read_gold_file, read_pred_file, read_spider_json, EvalOptions, Evaluator, GoldExample, Report,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,11 +25,15 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Spider tables.json (foreign keys, declared columns).
-    #[arg(long)]
-    tables: PathBuf,
+    #[arg(long, required_unless_present = "wikisql")]
+    tables: Option<PathBuf>,
     /// Directory with `<db_id>/<db_id>.sqlite`.
-    #[arg(long)]
-    db_dir: PathBuf,
+    #[arg(long, required_unless_present = "wikisql")]
+    db_dir: Option<PathBuf>,
+    /// Score WikiSQL instead: examples with inline headers (`dev_text.jsonl`).
+    /// No table rows exist here, so this is logical-form exact match.
+    #[arg(long, conflicts_with_all = ["gold", "data", "tables", "db_dir"])]
+    wikisql: Option<PathBuf>,
     /// Write the aggregate report (JSON) here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -61,14 +67,27 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(path) = &args.wikisql {
+        return run_wikisql(&args, path);
+    }
+    let (Some(tables), Some(db_dir)) = (&args.tables, &args.db_dir) else {
+        bail!("--tables and --db-dir are required for Spider scoring");
+    };
     let mut gold = load_gold(&args)?;
     let mut predictions = match (&args.pred, &args.base) {
-        (Some(path), None) => read_pred_file(path, gold.len())?,
+        (Some(path), None) => read_preds(path, gold.len(), args.limit)?,
         (None, Some(base)) => {
             gold.truncate(args.limit.unwrap_or(usize::MAX));
-            generate(base, args.adapter.as_deref(), &gold, args.pred_out.as_deref())?
+            generate(
+                base,
+                args.adapter.as_deref(),
+                &gold,
+                args.pred_out.as_deref(),
+            )?
         }
-        (Some(_), Some(_)) => bail!("give either --pred (score a file) or --base (generate), not both"),
+        (Some(_), Some(_)) => {
+            bail!("give either --pred (score a file) or --base (generate), not both")
+        }
         (None, None) => bail!("nothing to score: give --pred FILE, or --base MODEL to generate"),
     };
     if let Some(n) = args.limit {
@@ -77,15 +96,22 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let options = EvalOptions {
-        limits: ExecLimits { timeout: Duration::from_millis(args.timeout_ms), max_rows: args.max_rows },
+        limits: ExecLimits {
+            timeout: Duration::from_millis(args.timeout_ms),
+            max_rows: args.max_rows,
+        },
         keep_distinct: args.keep_distinct,
         execute: !args.no_exec,
     };
-    let mut evaluator = Evaluator::new(&args.tables, &args.db_dir, options)?;
+    let mut evaluator = Evaluator::new(tables, db_dir, options)?;
     let bar = progress(gold.len() as u64, "scoring");
     let mut results = Vec::with_capacity(gold.len());
     for (i, (g, p)) in gold.iter().zip(&predictions).enumerate() {
-        results.push(evaluator.score(i, g, p).with_context(|| format!("example {i} (db {})", g.db_id))?);
+        results.push(
+            evaluator
+                .score(i, g, p)
+                .with_context(|| format!("example {i} (db {})", g.db_id))?,
+        );
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -103,6 +129,43 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// WikiSQL: logical-form exact match of a predictions file.
+fn run_wikisql(args: &Args, path: &std::path::Path) -> Result<()> {
+    use sqlora_eval::wikisql;
+    let mut examples = wikisql::read_examples(path)?;
+    let Some(pred_path) = &args.pred else {
+        bail!("WikiSQL scoring needs --pred (generation with --base is not yet available)");
+    };
+    let mut preds = read_preds(pred_path, examples.len(), args.limit)?;
+    if let Some(n) = args.limit {
+        examples.truncate(n);
+        preds.truncate(n);
+    }
+    let (report, results) = wikisql::evaluate(&examples, &preds);
+    println!("WikiSQL, {} examples: {}", report.count, report.evaluation);
+    println!(
+        "logical-form accuracy {:.3}   parsed {:.3}   valid SQL {:.3}",
+        report.logical_form_accuracy, report.parsed, report.valid_sql
+    );
+    if let Some(out) = &args.out {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(out, text + "\n").with_context(|| format!("writing {}", out.display()))?;
+    }
+    if let Some(out) = &args.per_example {
+        write_jsonl(out, &results)?;
+    }
+    Ok(())
+}
+
+/// Predictions for all `total` examples, or (with --limit) for the first N.
+fn read_preds(path: &std::path::Path, total: usize, limit: Option<usize>) -> Result<Vec<String>> {
+    match (read_pred_file(path, total), limit) {
+        (Ok(p), _) => Ok(p),
+        (Err(_), Some(n)) if n < total => Ok(read_pred_file(path, n)?),
+        (Err(e), _) => Err(e.into()),
+    }
+}
+
 /// Gold from `--gold` (official format) and/or `--data` (questions).
 fn load_gold(args: &Args) -> Result<Vec<GoldExample>> {
     let from_data = args.data.as_deref().map(read_spider_json).transpose()?;
@@ -111,7 +174,11 @@ fn load_gold(args: &Args) -> Result<Vec<GoldExample>> {
             let mut gold = read_gold_file(path)?;
             if let Some(data) = data {
                 if data.len() != gold.len() {
-                    bail!("--data has {} examples but --gold has {}", data.len(), gold.len());
+                    bail!(
+                        "--data has {} examples but --gold has {}",
+                        data.len(),
+                        gold.len()
+                    );
                 }
                 for (g, d) in gold.iter_mut().zip(data) {
                     g.question = d.question;
