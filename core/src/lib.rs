@@ -16,6 +16,7 @@ pub mod linear;
 pub mod lora;
 pub mod model;
 pub mod nf4;
+pub mod pipeline;
 pub mod prompt;
 pub mod schema;
 pub mod sqlcheck;

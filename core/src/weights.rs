@@ -72,6 +72,8 @@ pub struct Checkpoint {
     pub chat_template: Option<String>,
     /// Where it came from, for messages and adapter configs.
     pub name: String,
+    /// [`crate::prompt::PromptSettings`] JSON stored in an exported GGUF.
+    pub prompt_settings: Option<String>,
 }
 
 impl Checkpoint {

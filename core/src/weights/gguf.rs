@@ -246,7 +246,16 @@ impl GgufFile {
             .meta("general.name")
             .and_then(|v| v.to_string().ok().cloned())
             .unwrap_or_else(|| self.origin.display().to_string());
-        Ok(Checkpoint { config, weights, tokenizer: self.tokenizer()?, chat_template: self.chat_template(), name })
+        let prompt_settings =
+            self.meta(crate::export::PROMPT_SETTINGS_KEY).and_then(|v| v.to_string().ok()).cloned();
+        Ok(Checkpoint {
+            config,
+            weights,
+            tokenizer: self.tokenizer()?,
+            chat_template: self.chat_template(),
+            name,
+            prompt_settings,
+        })
     }
 }
 

@@ -186,6 +186,7 @@ impl HfCheckpoint {
             tokenizer: self.tokenizer()?,
             chat_template: self.chat_template(),
             name: self.name.clone(),
+            prompt_settings: None,
         })
     }
 }
