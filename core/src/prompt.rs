@@ -52,6 +52,36 @@ impl Default for PromptSettings {
 }
 
 impl PromptSettings {
+    /// GGUF metadata key (a JSON string) under which exported models carry
+    /// their prompt settings.
+    pub const GGUF_KEY: &'static str = "sqlora.prompt_settings";
+
+    /// The settings stored in GGUF metadata under [`Self::GGUF_KEY`], if any.
+    pub fn from_gguf_metadata(
+        md: &std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>,
+    ) -> Result<Option<Self>> {
+        match md.get(Self::GGUF_KEY) {
+            None => Ok(None),
+            Some(v) => {
+                let text = v.to_string().map_err(|_| {
+                    Error::msg(format!(
+                        "GGUF metadata `{}` is not a string",
+                        Self::GGUF_KEY
+                    ))
+                })?;
+                Self::from_json(text).map(Some)
+            }
+        }
+    }
+
+    /// The GGUF metadata entry (key, value) that stores these settings.
+    pub fn to_gguf_metadata(&self) -> (String, candle_core::quantized::gguf_file::Value) {
+        (
+            Self::GGUF_KEY.to_string(),
+            candle_core::quantized::gguf_file::Value::String(self.to_json()),
+        )
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("settings serialise")
     }

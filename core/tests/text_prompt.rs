@@ -85,6 +85,15 @@ fn settings_round_trip_as_json() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("{question}"), "{err}");
+    // Through GGUF metadata.
+    let mut md = std::collections::HashMap::new();
+    assert_eq!(PromptSettings::from_gguf_metadata(&md).unwrap(), None);
+    let (k, v) = s.to_gguf_metadata();
+    md.insert(k, v);
+    assert_eq!(
+        PromptSettings::from_gguf_metadata(&md).unwrap(),
+        Some(s.clone())
+    );
     let err = PromptSettings::from_json("[").unwrap_err().to_string();
     assert!(err.contains("prompt settings"), "{err}");
 }
@@ -96,14 +105,10 @@ fn few_shot_examples_sit_between_schema_and_question() {
         question: "How many concerts?".into(),
         sql: "SELECT count(*) FROM concert".into(),
     }];
-    let msg = s.user_message(
-        "Table singer: Singer_ID(number) PK",
-        "How many singers?",
-        &shots,
-    );
+    let msg = s.user_message("singer(Singer_ID number PK)", "How many singers?", &shots);
     assert_eq!(
         msg,
-        "Database schema:\nTable singer: Singer_ID(number) PK\n\nExamples:\nQuestion: How many concerts?\nSQL: SELECT count(*) FROM concert\n\nQuestion: How many singers?\nAnswer with a single SQLite query only."
+        "Database schema:\nsinger(Singer_ID number PK)\n\nExamples:\nQuestion: How many concerts?\nSQL: SELECT count(*) FROM concert\n\nQuestion: How many singers?\nAnswer with a single SQLite query only."
     );
     // With a system line, it comes first.
     let s = PromptSettings {
@@ -197,7 +202,7 @@ fn long_examples_cut_shots_then_schema_never_question_or_answer() {
     assert!(text.contains(q), "question kept");
     assert!(text.ends_with(&format!("{sql}<|im_end|>")), "answer kept");
     assert!(
-        text.contains("Table instructor:"),
+        text.contains("instructor(ID text PK"),
         "the mentioned table survives: {text}"
     );
     assert!(text.contains("salary"), "{text}");
@@ -207,6 +212,53 @@ fn long_examples_cut_shots_then_schema_never_question_or_answer() {
         .encode_example(&tmpl, &tok, schema, q, &shots, sql, 40)
         .unwrap()
         .is_none());
+}
+
+/// Not a check: how many Spider training examples fit 256 tokens uncut with
+/// each schema format (run with --ignored --nocapture).
+#[test]
+#[ignore]
+fn spider_train_fit_stats() {
+    let (tmpl, tok) = smollm2();
+    let tables = SpiderTables::from_file(shared().join("data/spider/tables.json")).unwrap();
+    let text = std::fs::read_to_string(shared().join("data/spider/train_spider.jsonl")).unwrap();
+    let exs: Vec<serde_json::Value> = text
+        .lines()
+        .take(600)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for format in [SchemaFormat::Compact, SchemaFormat::CreateTable] {
+        let s = PromptSettings {
+            schema_format: format,
+            ..Default::default()
+        };
+        let (mut uncut, mut cut, mut dropped) = (0, 0, 0);
+        for ex in &exs {
+            let Some(schema) = tables.get(ex["db_id"].as_str().unwrap()) else {
+                continue;
+            };
+            match s
+                .encode_example(
+                    &tmpl,
+                    &tok,
+                    schema,
+                    ex["question"].as_str().unwrap(),
+                    &[],
+                    ex["query"].as_str().unwrap(),
+                    256,
+                )
+                .unwrap()
+            {
+                Some(e) if e.schema_cut() => cut += 1,
+                Some(_) => uncut += 1,
+                None => dropped += 1,
+            }
+        }
+        eprintln!(
+            "{format:?}: {uncut} uncut, {cut} cut, {dropped} dropped of {}",
+            exs.len()
+        );
+    }
 }
 
 #[test]
