@@ -136,7 +136,7 @@ impl Nf4Tensor {
     /// Quantize row-major f32 values of shape `shape`.
     pub fn quantize_slice(data: &[f32], shape: [usize; 2]) -> Result<Self> {
         let n = shape[0] * shape[1];
-        if data.len() != n || n == 0 || n % 2 != 0 {
+        if data.len() != n || n == 0 || !n.is_multiple_of(2) {
             return Err(Error::msg(format!(
                 "NF4: cannot quantize {} values as shape {shape:?} (need a non-empty, even-sized matrix)",
                 data.len()
@@ -345,11 +345,85 @@ fn double_quantize(absmax: &[f32]) -> (Vec<u8>, Vec<f32>, f32) {
     (codes, absmax2, offset)
 }
 
-/// The f32 mean as torch computes it for these sizes. The sum is taken in f64
-/// and rounded once, which equals torch's cascade sum on the reference vectors.
+/// The f32 mean as torch's CPU kernel computes it (`sum / n`), so the offset is
+/// bit-exact with bitsandbytes. Exact for up to 32768 values (one thread; torch
+/// splits longer reductions by thread count); beyond that within an ulp or so.
 fn torch_mean(v: &[f32]) -> f32 {
-    (v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64) as f32
+    torch_sum(v) / v.len() as f32
 }
+
+/// torch's vectorized cascade sum of a contiguous f32 row (`SumKernel.cpp`):
+/// vectors of [`TORCH_LANES`] floats, interleaved over 4 accumulators, each
+/// a 4-level cascade that folds every 16 steps; then the scalar tail, then
+/// the lanes in order.
+fn torch_sum(v: &[f32]) -> f32 {
+    const L: usize = TORCH_LANES;
+    type V = [f32; L];
+    let add = |a: &mut V, b: &V| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    let load = |i: usize| -> V { std::array::from_fn(|l| v[i * L + l]) };
+    let n_vec = v.len() / L;
+    let size = n_vec / 4; // rows of 4 vectors
+    const LEVELS: usize = 4;
+    const POWER: usize = 4; // max(4, ceil_log2(size) / 4) for every size below 2^20
+    let step = 1usize << POWER;
+    let mut acc = [[[0f32; L]; 4]; LEVELS];
+    // One row: vector 4i + k goes to accumulator k.
+    let add_row = |accs: &mut [V; 4], i: usize| {
+        for (k, a) in accs.iter_mut().enumerate() {
+            add(a, &load(i * 4 + k));
+        }
+    };
+    // Fold level `j - 1` into level `j` (upward) or level `j` into level 0.
+    let fold = |acc: &mut [[V; 4]; LEVELS], from: usize, to: usize, clear: bool| {
+        let src = acc[from];
+        for (dst, s) in acc[to].iter_mut().zip(&src) {
+            add(dst, s);
+        }
+        if clear {
+            acc[from] = [[0.0; L]; 4];
+        }
+    };
+    let mut i = 0;
+    while i + step <= size {
+        for _ in 0..step {
+            add_row(&mut acc[0], i);
+            i += 1;
+        }
+        for j in 1..LEVELS {
+            fold(&mut acc, j - 1, j, true);
+            if i & ((step - 1) << (j * POWER)) != 0 {
+                break;
+            }
+        }
+    }
+    while i < size {
+        add_row(&mut acc[0], i);
+        i += 1;
+    }
+    for j in 1..LEVELS {
+        fold(&mut acc, j, 0, false);
+    }
+    let mut partial = acc[0];
+    for r in size * 4..n_vec {
+        add(&mut partial[0], &load(r));
+    }
+    let [mut total_vec, p1, p2, p3] = partial;
+    for p in [p1, p2, p3] {
+        add(&mut total_vec, &p);
+    }
+    let mut total = 0f32;
+    for &x in &v[n_vec * L..] {
+        total += x;
+    }
+    for lane in total_vec {
+        total += lane;
+    }
+    total
+}
+
+/// Float lanes of torch's CPU vector kernels as used for the references (AVX2:
+/// 8; 16 and 4 both miss bitsandbytes' offset of SmolLM2's layer-0 q_proj).
+const TORCH_LANES: usize = 8;
 
 /// Memory of a model's linear projections as NF4 with double quantization.
 #[derive(Debug, Clone, Copy, PartialEq)]
