@@ -35,14 +35,19 @@ struct Inner {
 
 /// The directory of the page (its `<base>` if any), ending in `/`.
 pub fn page_base() -> String {
-    let doc = web_sys::window().and_then(|w| w.document());
-    let uri = doc
+    absolute_url("./")
+}
+
+/// `url` made absolute against the page: the worker runs from a `blob:` URL,
+/// where relative URLs do not resolve.
+pub fn absolute_url(url: &str) -> String {
+    let base = web_sys::window()
+        .and_then(|w| w.document())
         .and_then(|d| d.base_uri().ok().flatten())
         .unwrap_or_default();
-    match uri.rfind('/') {
-        Some(i) => uri[..=i].to_string(),
-        None => String::new(),
-    }
+    Url::new_with_base(url, &base)
+        .map(|u| u.href())
+        .unwrap_or_else(|_| url.to_string())
 }
 
 impl Client {
@@ -67,6 +72,12 @@ impl Client {
 
     /// Send now, or as soon as the worker is ready.
     pub fn send(&self, msg: ToWorker) {
+        let msg = match msg {
+            ToWorker::Load { url } => ToWorker::Load {
+                url: absolute_url(&url),
+            },
+            other => other,
+        };
         let mut inner = self.inner.borrow_mut();
         match (&inner.worker, inner.ready) {
             (Some(w), true) => {
