@@ -207,8 +207,8 @@ impl Trainer {
             }
             let done = state.step == total;
             let epoch_f = state.epoch as f64 + state.group as f64 / per_epoch as f64;
-            let log_now = (self.s.logging_steps > 0 && state.step % self.s.logging_steps as u64 == 0) || done;
-            let eval_now = self.s.eval_steps > 0 && (state.step % self.s.eval_steps as u64 == 0 || done);
+            let log_now = (self.s.logging_steps > 0 && state.step.is_multiple_of(self.s.logging_steps as u64)) || done;
+            let eval_now = self.s.eval_steps > 0 && (state.step.is_multiple_of(self.s.eval_steps as u64) || done);
             let eval_loss = if eval_now { self.eval_loss()? } else { None };
             if eval_loss.is_some() {
                 last_eval = eval_loss;
@@ -232,7 +232,7 @@ impl Trainer {
                 let tps = (state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
                 b.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
             }
-            if self.s.save_steps > 0 && (state.step % self.s.save_steps as u64 == 0 || done) {
+            if self.s.save_steps > 0 && (state.step.is_multiple_of(self.s.save_steps as u64) || done) {
                 checkpoint::save(&out, &state, &self.opt, &self.spec, &self.base_name, self.s.keep_checkpoints)?;
             }
         }
