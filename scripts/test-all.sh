@@ -66,7 +66,7 @@ step "install tools" scripts/install-tools.sh
 step "fetch model" fetch_model
 step "rustfmt" cargo fmt --all --check
 step "clippy" clippy
-step "cargo test" cargo test --workspace
+step "cargo test" cargo test --workspace --no-fail-fast
 step "core for wasm32" cargo build -p sqlora-core --target wasm32-unknown-unknown
 step "trunk build" trunk build --offline
 step "browser tests" browser_tests

@@ -84,6 +84,23 @@ test(`generates SQL for the concert_singer schema (${MODEL_FILE})`, { timeout: L
   assert.equal(await page.isVisible(byId('error')), false);
 });
 
+test('Stop interrupts a generation and the model comes back from the cache', { timeout: LOAD_TIMEOUT * 2 }, async () => {
+  const { page } = browser;
+  await page.goto(`${server.url}/?model=models/${MODEL_FILE}`); // ?model= loads at once (cached by now)
+  await page.waitForSelector(`${byId('generate')}:not([disabled])`, { timeout: LOAD_TIMEOUT });
+  assert.equal(await page.inputValue(byId('model-url')), `models/${MODEL_FILE}`);
+  assert.match(await page.textContent(byId('model-status')), /from cache/);
+  await page.fill(byId('schema'), CONCERT_SINGER);
+  await page.focus(byId('question'));
+  await page.keyboard.press('Control+Enter'); // keyboard shortcut for Generate
+  await page.waitForSelector(`${byId('stop')}:not([disabled])`, { timeout: 5_000 });
+  await page.click(byId('stop'));
+  assert.equal(await page.isDisabled(byId('stop')), true);
+  assert.equal(await page.textContent(byId('stats')), '', 'the stopped run reports no result');
+  await page.waitForSelector(`${byId('generate')}:not([disabled])`, { timeout: LOAD_TIMEOUT });
+  assert.match(await page.textContent(byId('model-status')), /from cache/);
+});
+
 test('a missing model URL shows a clear, retryable error', { timeout: 60_000 }, async () => {
   const { page } = browser;
   await page.goto(`${server.url}/`);
