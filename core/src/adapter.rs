@@ -129,19 +129,13 @@ impl AdapterConfig {
     fn check_supported(&self, origin: &Path) -> Result<()> {
         let bad = |m: String| Err(Error::file(origin, m));
         if self.peft_type != "LORA" {
-            return bad(format!(
-                "peft_type `{}` is not supported (only LORA)",
-                self.peft_type
-            ));
+            return bad(format!("peft_type `{}` is not supported (only LORA)", self.peft_type));
         }
         if self.r == 0 {
             return bad("r must be at least 1".into());
         }
         if self.bias != "none" {
-            return bad(format!(
-                "bias `{}` is not supported (only \"none\")",
-                self.bias
-            ));
+            return bad(format!("bias `{}` is not supported (only \"none\")", self.bias));
         }
         if self.use_dora {
             return bad("DoRA adapters (use_dora) are not supported".into());
@@ -187,12 +181,7 @@ impl Adapter {
     }
 
     /// Parse the two files' contents; `dir` names them in errors.
-    pub fn from_bytes(
-        config_json: &str,
-        safetensors: &[u8],
-        dir: &Path,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn from_bytes(config_json: &str, safetensors: &[u8], dir: &Path, device: &Device) -> Result<Self> {
         let cfg_path = dir.join(CONFIG_FILE);
         let config: AdapterConfig = serde_json::from_str(config_json).map_err(|e| Error::Json {
             path: cfg_path.clone(),
@@ -260,8 +249,7 @@ impl Adapter {
             std::fs::read(&p).map_err(|e| Error::Io { path: p, source: e })
         };
         let cfg = read(CONFIG_FILE)?;
-        let cfg = String::from_utf8(cfg)
-            .map_err(|_| Error::file(dir.join(CONFIG_FILE), "is not UTF-8 text"))?;
+        let cfg = String::from_utf8(cfg).map_err(|_| Error::file(dir.join(CONFIG_FILE), "is not UTF-8 text"))?;
         let st = read(WEIGHTS_FILE)?;
         Self::from_bytes(&cfg, &st, dir, device)
     }
@@ -300,8 +288,7 @@ impl Adapter {
             named.push((peft_name(module, 'B'), b.contiguous()?));
         }
         let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-        safetensors::serialize(named, Some(meta))
-            .map_err(|e| Error::msg(format!("serializing the adapter: {e}")))
+        safetensors::serialize(named, Some(meta)).map_err(|e| Error::msg(format!("serializing the adapter: {e}")))
     }
 
     pub fn config_json(&self) -> Result<String> {
@@ -323,10 +310,7 @@ impl Adapter {
 
     /// Attach a frozen [`LoraLayer`] to every module the adapter names. Every
     /// name must exist among `linears` with matching shapes. Returns the count.
-    pub fn apply<'a>(
-        &self,
-        linears: impl IntoIterator<Item = (String, &'a mut Linear)>,
-    ) -> Result<usize> {
+    pub fn apply<'a>(&self, linears: impl IntoIterator<Item = (String, &'a mut Linear)>) -> Result<usize> {
         let mut used = 0;
         let mut seen = std::collections::BTreeSet::new();
         for (name, linear) in linears {
@@ -348,8 +332,7 @@ impl Adapter {
             check(a, 'A', vec![self.config.r, inn])?;
             check(b, 'B', vec![out, self.config.r])?;
             let device = linear_device(linear);
-            let layer =
-                LoraLayer::new(a.to_device(&device)?, b.to_device(&device)?, self.scaling())?;
+            let layer = LoraLayer::new(a.to_device(&device)?, b.to_device(&device)?, self.scaling())?;
             linear.set_lora(Some(layer));
             seen.insert(name);
             used += 1;
@@ -404,10 +387,7 @@ pub fn attach_trainable<'a>(
 
 /// Fold every attached adapter into its base: `W' = deq(W) + scaling · B·A` in
 /// f32 (export). Linears without an adapter keep their base. Returns the count.
-pub fn merge<'a>(
-    linears: impl IntoIterator<Item = (String, &'a mut Linear)>,
-    device: &Device,
-) -> Result<usize> {
+pub fn merge<'a>(linears: impl IntoIterator<Item = (String, &'a mut Linear)>, device: &Device) -> Result<usize> {
     let mut n = 0;
     for (_, linear) in linears {
         if linear.lora().is_some() {

@@ -86,13 +86,8 @@ pub struct ChatTemplate {
 impl Clone for ChatTemplate {
     fn clone(&self) -> Self {
         // Recompiling cannot fail: the source compiled once already.
-        Self::compile(
-            self.source.clone(),
-            self.origin,
-            &self.bos_token,
-            &self.eos_token,
-        )
-        .expect("template compiled before")
+        Self::compile(self.source.clone(), self.origin, &self.bos_token, &self.eos_token)
+            .expect("template compiled before")
     }
 }
 
@@ -117,12 +112,7 @@ impl ChatTemplate {
         Self::compile(source.into(), TemplateOrigin::Custom, bos_token, eos_token)
     }
 
-    fn compile(
-        source: String,
-        origin: TemplateOrigin,
-        bos_token: &str,
-        eos_token: &str,
-    ) -> Result<Self> {
+    fn compile(source: String, origin: TemplateOrigin, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
         // transformers renders with these Jinja settings.
         env.set_trim_blocks(true);
@@ -148,20 +138,14 @@ impl ChatTemplate {
     /// Built-in ChatML.
     pub fn chatml(tok: &Tokenizer) -> Self {
         let (bos, eos) = Self::special_texts(tok);
-        Self::compile(CHATML_TEMPLATE.into(), TemplateOrigin::ChatMl, &bos, &eos)
-            .expect("built-in template compiles")
+        Self::compile(CHATML_TEMPLATE.into(), TemplateOrigin::ChatMl, &bos, &eos).expect("built-in template compiles")
     }
 
     /// Built-in Mistral `[INST]`.
     pub fn mistral_inst(tok: &Tokenizer) -> Self {
         let (bos, eos) = Self::special_texts(tok);
-        Self::compile(
-            MISTRAL_INST_TEMPLATE.into(),
-            TemplateOrigin::MistralInst,
-            &bos,
-            &eos,
-        )
-        .expect("built-in template compiles")
+        Self::compile(MISTRAL_INST_TEMPLATE.into(), TemplateOrigin::MistralInst, &bos, &eos)
+            .expect("built-in template compiles")
     }
 
     /// The documented fallback: ChatML when the vocabulary has its markers,
@@ -188,9 +172,10 @@ impl ChatTemplate {
     /// From GGUF metadata (`tokenizer.chat_template`), else the fallback.
     pub fn from_gguf_metadata(md: &HashMap<String, Value>, tok: &Tokenizer) -> Result<Self> {
         let src = match md.get("tokenizer.chat_template") {
-            Some(v) => Some(v.to_string().map_err(|_| {
-                Error::Template("GGUF `tokenizer.chat_template` is not a string".into())
-            })?),
+            Some(v) => Some(
+                v.to_string()
+                    .map_err(|_| Error::Template("GGUF `tokenizer.chat_template` is not a string".into()))?,
+            ),
             None => None,
         };
         Self::from_source_or_fallback(src.map(|s| s.as_str()), tok)
@@ -199,8 +184,8 @@ impl ChatTemplate {
     /// From a `tokenizer_config.json` (its `chat_template`: a string, or a list
     /// of `{name, template}` of which `default` is taken), else the fallback.
     pub fn from_tokenizer_config(config_json: &[u8], tok: &Tokenizer) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_slice(config_json)
-            .map_err(|e| Error::Template(format!("tokenizer_config.json: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(config_json).map_err(|e| Error::Template(format!("tokenizer_config.json: {e}")))?;
         let src = match v.get("chat_template") {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
             Some(serde_json::Value::Array(list)) => list
@@ -240,24 +225,18 @@ impl ChatTemplate {
         all.push(ChatMessage::assistant(reply));
         let full = self.render(&all, false)?;
         let rest = full.strip_prefix(prompt.as_str()).ok_or_else(|| {
-            Error::Template(
-                "the rendered conversation does not start with the rendered prompt".into(),
-            )
+            Error::Template("the rendered conversation does not start with the rendered prompt".into())
         })?;
         // Templates often `trim` the content, so look for the trimmed reply.
         let reply = reply.trim();
-        let reply_at = rest.find(reply).ok_or_else(|| {
-            Error::Template("the assistant reply does not appear in the rendered text".into())
-        })?;
+        let reply_at = rest
+            .find(reply)
+            .ok_or_else(|| Error::Template("the assistant reply does not appear in the rendered text".into()))?;
         let after_reply = reply_at + reply.len();
         let stop = [self.eos_token.as_str(), "<|im_end|>", "<|eot_id|>", "</s>"]
             .into_iter()
             .filter(|s| !s.is_empty())
-            .filter_map(|s| {
-                rest[after_reply..]
-                    .find(s)
-                    .map(|p| after_reply + p + s.len())
-            })
+            .filter_map(|s| rest[after_reply..].find(s).map(|p| after_reply + p + s.len()))
             .min();
         let answer = match stop {
             Some(end) => rest[..end].to_string(),

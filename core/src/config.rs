@@ -102,14 +102,19 @@ impl ModelConfig {
         };
         if let Some(act) = &c.hidden_act {
             if act != "silu" {
-                return Err(Error::file(origin, format!("hidden_act `{act}` is not supported (only silu)")));
+                return Err(Error::file(
+                    origin,
+                    format!("hidden_act `{act}` is not supported (only silu)"),
+                ));
             }
         }
         let rope_type = c.rope_parameters.as_ref().and_then(|r| r.rope_type.clone());
-        if rope_type.as_deref().is_some_and(|t| t != "default")
-            || c.rope_scaling.as_ref().is_some_and(|v| !v.is_null())
+        if rope_type.as_deref().is_some_and(|t| t != "default") || c.rope_scaling.as_ref().is_some_and(|v| !v.is_null())
         {
-            return Err(Error::file(origin, "rope scaling is not supported (only the default rotary embedding)"));
+            return Err(Error::file(
+                origin,
+                "rope scaling is not supported (only the default rotary embedding)",
+            ));
         }
         let rope_theta = c
             .rope_parameters
@@ -162,7 +167,11 @@ impl ModelConfig {
         let q = self.num_attention_heads * hd;
         let kv = self.num_key_value_heads * hd;
         let per_layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * h };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * h
+        };
         self.vocab_size * h + self.num_hidden_layers * per_layer + h + head
     }
 

@@ -71,7 +71,11 @@ pub fn parse_quant(name: &str) -> Result<GgmlDType> {
         "q4k" | "q4_k" => GgmlDType::Q4K,
         "q5k" | "q5_k" => GgmlDType::Q5K,
         "q6k" | "q6_k" => GgmlDType::Q6K,
-        other => return Err(Error::msg(format!("unknown quantization `{other}` (f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4k, q5k, q6k)"))),
+        other => {
+            return Err(Error::msg(format!(
+                "unknown quantization `{other}` (f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1, q4k, q5k, q6k)"
+            )))
+        }
     })
 }
 
@@ -107,16 +111,30 @@ fn quantize(w: &Tensor, want: GgmlDType, fallback: GgmlDType) -> Result<(QTensor
 fn permute_for_gguf(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
     let hd = rows / heads;
-    Ok(w.reshape((heads, 2, hd / 2, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))?)
+    Ok(w.reshape((heads, 2, hd / 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))?)
 }
 
 /// llama-architecture metadata for `model`, with `tokenizer.*` and other keys
 /// taken from `source_metadata` (the base GGUF's), and `extra` added last.
-fn metadata(model: &Model, source: &HashMap<String, Value>, quant: GgmlDType, extra: &[(String, Value)]) -> Vec<(String, Value)> {
+fn metadata(
+    model: &Model,
+    source: &HashMap<String, Value>,
+    quant: GgmlDType,
+    extra: &[(String, Value)],
+) -> Vec<(String, Value)> {
     let c = model.config();
     let mut md: Vec<(String, Value)> = source
         .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer.") || k.starts_with("general.") && k.as_str() != "general.file_type" && k.as_str() != "general.architecture" && k.as_str() != "general.alignment")
+        .filter(|(k, _)| {
+            k.starts_with("tokenizer.")
+                || k.starts_with("general.")
+                    && k.as_str() != "general.file_type"
+                    && k.as_str() != "general.architecture"
+                    && k.as_str() != "general.alignment"
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let u = |x: usize| Value::U32(x as u32);
@@ -130,10 +148,16 @@ fn metadata(model: &Model, source: &HashMap<String, Value>, quant: GgmlDType, ex
     md.push(("llama.attention.head_count_kv".into(), u(c.num_key_value_heads)));
     md.push(("llama.rope.dimension_count".into(), u(c.head_dim)));
     md.push(("llama.rope.freq_base".into(), Value::F32(c.rope_theta as f32)));
-    md.push(("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(c.rms_norm_eps as f32)));
+    md.push((
+        "llama.attention.layer_norm_rms_epsilon".into(),
+        Value::F32(c.rms_norm_eps as f32),
+    ));
     md.push(("llama.vocab_size".into(), u(c.vocab_size)));
     // Token ids a GGUF reader needs even when the source had no tokenizer metadata.
-    for (key, id) in [("tokenizer.ggml.bos_token_id", c.bos_token_id), ("tokenizer.ggml.eos_token_id", c.eos_token_id)] {
+    for (key, id) in [
+        ("tokenizer.ggml.bos_token_id", c.bos_token_id),
+        ("tokenizer.ggml.eos_token_id", c.eos_token_id),
+    ] {
         if let (Some(id), false) = (id, md.iter().any(|(k, _)| k == key)) {
             md.push((key.into(), Value::U32(id)));
         }
@@ -165,22 +189,58 @@ pub fn export_gguf<W: Write + Seek>(
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(total);
     let mut report = ExportReport::default();
     let mut push = |name: String, q: QTensor, fell_back: bool, tensors: &mut Vec<(String, QTensor)>| {
-        report.tensors.push(ExportedTensor { name: name.clone(), dtype: q.dtype(), shape: q.shape().dims().to_vec(), fell_back });
+        report.tensors.push(ExportedTensor {
+            name: name.clone(),
+            dtype: q.dtype(),
+            shape: q.shape().dims().to_vec(),
+            fell_back,
+        });
         tensors.push((name, q));
         progress(tensors.len(), total);
     };
-    let norm = |t: &Tensor| -> Result<QTensor> { Ok(QTensor::quantize(&t.to_dtype(DType::F32)?.to_device(&dev)?, GgmlDType::F32)?) };
+    let norm = |t: &Tensor| -> Result<QTensor> {
+        Ok(QTensor::quantize(
+            &t.to_dtype(DType::F32)?.to_device(&dev)?,
+            GgmlDType::F32,
+        )?)
+    };
 
     let embed = model.embed_tokens().dequantize(&dev)?;
     let (q, fb) = quantize(&embed, opts.embed_quant, opts.fallback)?;
     push("token_embd.weight".into(), q, fb, &mut tensors);
     drop(embed);
-    const NAMES: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+    const NAMES: [&str; 7] = [
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
     for (i, layer) in model.layers().iter().enumerate() {
-        push(format!("blk.{i}.attn_norm.weight"), norm(&layer.input_layernorm.weight)?, false, &mut tensors);
-        push(format!("blk.{i}.ffn_norm.weight"), norm(&layer.post_attention_layernorm.weight)?, false, &mut tensors);
+        push(
+            format!("blk.{i}.attn_norm.weight"),
+            norm(&layer.input_layernorm.weight)?,
+            false,
+            &mut tensors,
+        );
+        push(
+            format!("blk.{i}.ffn_norm.weight"),
+            norm(&layer.post_attention_layernorm.weight)?,
+            false,
+            &mut tensors,
+        );
         let a = &layer.self_attn;
-        let linears = [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &layer.mlp.gate_proj, &layer.mlp.up_proj, &layer.mlp.down_proj];
+        let linears = [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &layer.mlp.gate_proj,
+            &layer.mlp.up_proj,
+            &layer.mlp.down_proj,
+        ];
         for (j, lin) in linears.into_iter().enumerate() {
             let mut w = lin.dequantize(&dev)?;
             if let Some(l) = lin.lora() {
@@ -195,7 +255,12 @@ pub fn export_gguf<W: Write + Seek>(
             push(format!("blk.{i}.{}.weight", NAMES[j]), q, fb, &mut tensors);
         }
     }
-    push("output_norm.weight".into(), norm(&model.final_norm().weight)?, false, &mut tensors);
+    push(
+        "output_norm.weight".into(),
+        norm(&model.final_norm().weight)?,
+        false,
+        &mut tensors,
+    );
     if !cfg.tie_word_embeddings {
         let (q, fb) = quantize(&model.lm_head().dequantize(&dev)?, opts.embed_quant, opts.fallback)?;
         push("output.weight".into(), q, fb, &mut tensors);

@@ -89,15 +89,25 @@ pub fn generate(
             false => stop,
         };
         on_token(&text);
-        return Ok(Generation { ids, text, stop, prompt_tokens: prompt_ids.len() });
+        return Ok(Generation {
+            ids,
+            text,
+            stop,
+            prompt_tokens: prompt_ids.len(),
+        });
     }
 
     let sampling = if cfg.temperature <= 0.0 {
         Sampling::ArgMax
     } else if cfg.top_p < 1.0 {
-        Sampling::TopP { p: cfg.top_p, temperature: cfg.temperature }
+        Sampling::TopP {
+            p: cfg.top_p,
+            temperature: cfg.temperature,
+        }
     } else {
-        Sampling::All { temperature: cfg.temperature }
+        Sampling::All {
+            temperature: cfg.temperature,
+        }
     };
     let mut sampler = LogitsProcessor::from_sampling(cfg.seed, sampling);
     let mut cache = model.new_cache();
@@ -138,12 +148,21 @@ pub fn generate(
             on_token(&rest);
         }
     }
-    Ok(Generation { ids, text, stop, prompt_tokens: prompt_ids.len() })
+    Ok(Generation {
+        ids,
+        text,
+        stop,
+        prompt_tokens: prompt_ids.len(),
+    })
 }
 
 /// Cut `text` before the first stop string it contains; true if one was found.
 fn cut_at_stop_string(text: &mut String, stops: &[String]) -> bool {
-    let first = stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min();
+    let first = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min();
     match first {
         Some(i) => {
             text.truncate(i);
@@ -178,7 +197,10 @@ fn beam_search(model: &Model, prompt_ids: &[u32], cfg: &GenerationConfig, stops:
     // All beams start from the single prompt row.
     cache.select_rows(&Tensor::zeros(n, DType::U32, dev)?)?;
     let mut logprobs = log_softmax_rows(&logits)?;
-    let mut beams = vec![Beam { ids: vec![], score: 0.0 }];
+    let mut beams = vec![Beam {
+        ids: vec![],
+        score: 0.0,
+    }];
     let mut finished: Vec<Beam> = Vec::new();
     for _ in 0..cfg.max_new_tokens {
         // Candidates over all live beams, best first.

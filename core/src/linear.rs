@@ -62,19 +62,12 @@ struct FrozenMatmul(BaseWeight);
 
 impl FrozenMatmul {
     fn weight_on(&self, device: &Device, dtype: DType) -> candle_core::Result<Tensor> {
-        self.0
-            .dense_on(device, dtype)
-            .map_err(candle_core::Error::wrap)
+        self.0.dense_on(device, dtype).map_err(candle_core::Error::wrap)
     }
 }
 
 /// The matmul itself at storage level, shared by every backend.
-fn matmul_wt<S: BackendStorage>(
-    x: &S,
-    xl: &Layout,
-    w: &S,
-    wl: &Layout,
-) -> candle_core::Result<(S, Shape)> {
+fn matmul_wt<S: BackendStorage>(x: &S, xl: &Layout, w: &S, wl: &Layout) -> candle_core::Result<(S, Shape)> {
     let (m, k) = xl.shape().dims2()?;
     let (n, k2) = wl.shape().dims2()?;
     if k != k2 {

@@ -72,10 +72,7 @@ impl LoraConfig {
             return Err(Error::msg("LoRA target_modules is empty"));
         }
         for t in &self.target_modules {
-            let known = t == "all-linear"
-                || ALL_LINEAR
-                    .iter()
-                    .any(|m| t == m || t.ends_with(&format!(".{m}")));
+            let known = t == "all-linear" || ALL_LINEAR.iter().any(|m| t == m || t.ends_with(&format!(".{m}")));
             if !known {
                 return Err(Error::msg(format!(
                     "LoRA target module `{t}` is not a linear projection (expected one of {}, or all-linear)",
@@ -154,13 +151,7 @@ impl LoraDropout {
         let keep = 1.0 - self.p;
         let scale = (1.0 / keep) as f32;
         let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| {
-                if rng.random::<f64>() < keep {
-                    scale
-                } else {
-                    0.0
-                }
-            })
+            .map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 })
             .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         Ok((x * mask)?)
@@ -232,9 +223,7 @@ impl LoraLayer {
         let (r, _) = a.dims2()?;
         let (_, rb) = b.dims2()?;
         if r != rb {
-            return Err(Error::msg(format!(
-                "LoRA A has rank {r} but B has rank {rb}"
-            )));
+            return Err(Error::msg(format!("LoRA A has rank {r} but B has rank {rb}")));
         }
         Ok(LoraLayer {
             a: a.to_dtype(DType::F32)?,
@@ -306,11 +295,7 @@ mod tests {
             target_modules: vec!["embed_tokens".into()],
             ..Default::default()
         };
-        assert!(bad
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("embed_tokens"));
+        assert!(bad.validate().unwrap_err().to_string().contains("embed_tokens"));
     }
 
     #[test]
@@ -321,15 +306,7 @@ mod tests {
             use_rslora: false,
             ..Default::default()
         };
-        let l = LoraLayer::init(
-            "model.layers.0.self_attn.q_proj",
-            8,
-            100,
-            &cfg,
-            7,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let l = LoraLayer::init("model.layers.0.self_attn.q_proj", 8, 100, &cfg, 7, &Device::Cpu).unwrap();
         assert_eq!(l.scaling, 4.0);
         assert!(l.vars().is_some(), "a fresh adapter is trainable");
         let a = l.a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -342,15 +319,7 @@ mod tests {
             .unwrap()
             .iter()
             .all(|&v| v == 0.0));
-        let same = LoraLayer::init(
-            "model.layers.0.self_attn.q_proj",
-            8,
-            100,
-            &cfg,
-            7,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let same = LoraLayer::init("model.layers.0.self_attn.q_proj", 8, 100, &cfg, 7, &Device::Cpu).unwrap();
         assert_eq!(a, same.a.flatten_all().unwrap().to_vec1::<f32>().unwrap());
         let rs = LoraConfig {
             use_rslora: true,
@@ -363,30 +332,13 @@ mod tests {
     fn dropout_masks_are_reproducible() {
         let x = Tensor::ones((4, 16), DType::F32, &Device::Cpu).unwrap();
         let mut d = LoraDropout::new(0.5, 1, "m.q_proj").unwrap();
-        let m1 = d
-            .apply(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let m2 = d
-            .apply(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let m1 = d.apply(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let m2 = d.apply(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_ne!(m1, m2, "successive masks differ");
         assert!(m1.iter().all(|&v| v == 0.0 || v == 2.0) && m1.contains(&0.0) && m1.contains(&2.0));
         d.set_seed(1, 1);
         assert_eq!(
-            d.apply(&x)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap(),
+            d.apply(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             m2
         );
         assert!(LoraDropout::new(0.0, 1, "x").is_none());

@@ -55,7 +55,11 @@ impl RmsNorm {
         if x.track_op() {
             Ok(candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps as f32)?)
         } else {
-            Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32)?)
+            Ok(candle_nn::ops::rms_norm(
+                &x.contiguous()?,
+                &self.weight,
+                self.eps as f32,
+            )?)
         }
     }
 }
@@ -78,7 +82,10 @@ impl Rotary {
             .to_dtype(DType::F32)?
             .reshape((max_len, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;
-        Ok(Rotary { cos: freqs.cos()?, sin: freqs.sin()? })
+        Ok(Rotary {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
     }
 
     /// `x`: `[b, heads, t, head_dim]` at absolute positions `offset..offset+t`.
@@ -89,7 +96,11 @@ impl Rotary {
         if x.track_op() {
             Ok(candle_nn::rotary_emb::rope_slow(x, &cos, &sin)?)
         } else {
-            Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos.contiguous()?, &sin.contiguous()?)?)
+            Ok(candle_nn::rotary_emb::rope(
+                &x.contiguous()?,
+                &cos.contiguous()?,
+                &sin.contiguous()?,
+            )?)
         }
     }
 }
@@ -106,7 +117,10 @@ impl Cache {
     }
     /// Positions already cached.
     pub fn len(&self) -> usize {
-        self.kv.first().and_then(|e| e.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+        self.kv
+            .first()
+            .and_then(|e| e.as_ref())
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -142,9 +156,8 @@ impl Attention {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let shape = |y: Tensor, h: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, h, self.head_dim))?.transpose(1, 2)?)
-        };
+        let shape =
+            |y: Tensor, h: usize| -> Result<Tensor> { Ok(y.reshape((b, t, h, self.head_dim))?.transpose(1, 2)?) };
         let q = rotary.apply(&shape(self.q_proj.forward(x)?, self.heads)?, offset)?;
         let mut k = rotary.apply(&shape(self.k_proj.forward(x)?, self.kv_heads)?, offset)?;
         let mut v = shape(self.v_proj.forward(x)?, self.kv_heads)?.contiguous()?;
@@ -168,7 +181,10 @@ impl Attention {
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, self.heads * self.head_dim))?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
 }
@@ -243,7 +259,11 @@ impl Model {
                         head_dim: config.head_dim,
                     },
                     post_attention_layernorm: norm(lw.post_attention_layernorm),
-                    mlp: Mlp { gate_proj: gate, up_proj: up, down_proj: down },
+                    mlp: Mlp {
+                        gate_proj: gate,
+                        up_proj: up,
+                        down_proj: down,
+                    },
                 }
             })
             .collect();
@@ -341,7 +361,13 @@ impl Model {
         let m: Vec<f32> = (0..t)
             .flat_map(|i| {
                 let qi = offset + i;
-                (0..total).map(move |j| if j <= qi && qi - j < window { 0.0 } else { f32::NEG_INFINITY })
+                (0..total).map(move |j| {
+                    if j <= qi && qi - j < window {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
             })
             .collect();
         Ok(Some(Tensor::from_vec(m, (t, total), &self.device)?))
@@ -355,7 +381,9 @@ impl Model {
         for (i, layer) in self.layers.iter().enumerate() {
             let entry = cache.as_deref_mut().map(|c| &mut c.kv[i]);
             let h = layer.input_layernorm.forward(&x)?;
-            let h = layer.self_attn.forward(&h, &self.rotary, mask.as_ref(), offset, entry)?;
+            let h = layer
+                .self_attn
+                .forward(&h, &self.rotary, mask.as_ref(), offset, entry)?;
             x = (x + h)?;
             let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
             x = (x + h)?;

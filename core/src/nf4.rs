@@ -143,9 +143,7 @@ impl Nf4Tensor {
             )));
         }
         if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
-            return Err(Error::msg(format!(
-                "NF4: weight contains a non-finite value ({bad})"
-            )));
+            return Err(Error::msg(format!("NF4: weight contains a non-finite value ({bad})")));
         }
         let mids = nf4_midpoints();
         let nblocks = n.div_ceil(BLOCK);
@@ -191,10 +189,7 @@ impl Nf4Tensor {
     ) -> Result<Self> {
         let n = shape[0] * shape[1];
         let nblocks = n.div_ceil(BLOCK);
-        if packed.len() != n.div_ceil(2)
-            || absmax_q.len() != nblocks
-            || absmax2.len() != nblocks.div_ceil(BLOCK2)
-        {
+        if packed.len() != n.div_ceil(2) || absmax_q.len() != nblocks || absmax2.len() != nblocks.div_ceil(BLOCK2) {
             return Err(Error::msg(format!(
                 "NF4 parts do not fit shape {shape:?}: packed {}, absmax {}, nested_absmax {}",
                 packed.len(),
@@ -287,13 +282,8 @@ impl Nf4Tensor {
         let hi = Tensor::from_vec(hi, 256, device)?;
         let lo = Tensor::from_vec(lo, 256, device)?;
         // u8 indices are widened first: candle's index_select misreads some u8 ids.
-        let packed =
-            Tensor::from_slice(&self.packed, self.packed.len(), device)?.to_dtype(DType::U32)?;
-        let vals = Tensor::stack(
-            &[hi.index_select(&packed, 0)?, lo.index_select(&packed, 0)?],
-            1,
-        )?
-        .flatten_all()?;
+        let packed = Tensor::from_slice(&self.packed, self.packed.len(), device)?.to_dtype(DType::U32)?;
+        let vals = Tensor::stack(&[hi.index_select(&packed, 0)?, lo.index_select(&packed, 0)?], 1)?.flatten_all()?;
 
         let code2 = Tensor::from_slice(dynamic_map().as_slice(), 256, device)?;
         let absmax_q = Tensor::from_slice(&self.absmax_q, nblocks, device)?.to_dtype(DType::U32)?;
@@ -490,16 +480,10 @@ mod tests {
 
     #[test]
     fn quantize_roundtrip_is_close_and_bytes_add_up() {
-        let data: Vec<f32> = (0..64 * 9 * 3)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-            .collect();
+        let data: Vec<f32> = (0..64 * 9 * 3).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
         let q = Nf4Tensor::quantize_slice(&data, [3, 576]).unwrap();
         let d = q.dequantize_vec();
-        let max_err = data
-            .iter()
-            .zip(&d)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let max_err = data.iter().zip(&d).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(max_err < 0.3, "{max_err}");
         assert_eq!(q.bytes(), nf4_bytes([3, 576]));
         let ops = q

@@ -45,7 +45,13 @@ impl Text2Sql {
             (None, Some(json)) => PromptSettings::from_json(&json)?,
             (None, None) => PromptSettings::default(),
         };
-        Ok(Text2Sql { model, tokenizer, template, settings, name })
+        Ok(Text2Sql {
+            model,
+            tokenizer,
+            template,
+            settings,
+            name,
+        })
     }
 
     /// A `.gguf` file, an HF directory or a hub id.
@@ -68,7 +74,10 @@ impl Text2Sql {
         let n = adapter.apply(self.model.linears_mut())?;
         let p = dir.join(PROMPT_SETTINGS_FILE);
         if p.is_file() {
-            let text = std::fs::read_to_string(&p).map_err(|source| crate::Error::Io { path: p.clone(), source })?;
+            let text = std::fs::read_to_string(&p).map_err(|source| crate::Error::Io {
+                path: p.clone(),
+                source,
+            })?;
             self.settings = PromptSettings::from_json(&text).map_err(|e| crate::Error::file(&p, e))?;
         }
         Ok(n)
@@ -81,11 +90,20 @@ impl Text2Sql {
     }
 
     /// Generate after `prompt`, streaming text pieces to `on_token` (return false to stop).
-    pub fn generate(&self, prompt: &str, cfg: &GenerationConfig, on_token: &mut dyn FnMut(&str) -> bool) -> Result<SqlAnswer> {
+    pub fn generate(
+        &self,
+        prompt: &str,
+        cfg: &GenerationConfig,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<SqlAnswer> {
         let ids = self.tokenizer.encode_prompt(prompt)?;
         let generation = generate(&self.model, &self.tokenizer, &ids, cfg, on_token)?;
         let completion = generation.text.clone();
-        Ok(SqlAnswer { sql: extract_sql(&completion), completion, generation })
+        Ok(SqlAnswer {
+            sql: extract_sql(&completion),
+            completion,
+            generation,
+        })
     }
 
     /// Prompt + generate for one question.

@@ -25,7 +25,8 @@ use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// The peer's user turn, with the few-shot slot.
-pub const DEFAULT_USER_TEMPLATE: &str = "Database schema:\n{schema}\n\n{examples}Question: {question}\nAnswer with a single SQLite query only.";
+pub const DEFAULT_USER_TEMPLATE: &str =
+    "Database schema:\n{schema}\n\n{examples}Question: {question}\nAnswer with a single SQLite query only.";
 
 /// How prompts are built. Serialisable (JSON) so an adapter carries the
 /// settings it was trained with.
@@ -63,12 +64,9 @@ impl PromptSettings {
         match md.get(Self::GGUF_KEY) {
             None => Ok(None),
             Some(v) => {
-                let text = v.to_string().map_err(|_| {
-                    Error::msg(format!(
-                        "GGUF metadata `{}` is not a string",
-                        Self::GGUF_KEY
-                    ))
-                })?;
+                let text = v
+                    .to_string()
+                    .map_err(|_| Error::msg(format!("GGUF metadata `{}` is not a string", Self::GGUF_KEY)))?;
                 Self::from_json(text).map(Some)
             }
         }
@@ -87,8 +85,7 @@ impl PromptSettings {
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
-        let s: PromptSettings =
-            serde_json::from_str(text).map_err(|e| Error::msg(format!("prompt settings: {e}")))?;
+        let s: PromptSettings = serde_json::from_str(text).map_err(|e| Error::msg(format!("prompt settings: {e}")))?;
         if !s.user_template.contains("{question}") {
             return Err(Error::msg(
                 "prompt settings: user_template has no {question} placeholder",
@@ -104,11 +101,7 @@ impl PromptSettings {
         } else {
             let mut s = String::from("Examples:\n");
             for ex in shots {
-                s.push_str(&format!(
-                    "Question: {}\nSQL: {}\n",
-                    ex.question.trim(),
-                    ex.sql.trim()
-                ));
+                s.push_str(&format!("Question: {}\nSQL: {}\n", ex.question.trim(), ex.sql.trim()));
             }
             s.push('\n');
             s
@@ -121,21 +114,12 @@ impl PromptSettings {
     }
 
     /// The chat messages (optional system + user).
-    pub fn messages(
-        &self,
-        schema_text: &str,
-        question: &str,
-        shots: &[FewShot],
-    ) -> Vec<ChatMessage> {
+    pub fn messages(&self, schema_text: &str, question: &str, shots: &[FewShot]) -> Vec<ChatMessage> {
         let mut msgs = Vec::with_capacity(2);
         if let Some(sys) = &self.system {
             msgs.push(ChatMessage::system(sys.clone()));
         }
-        msgs.push(ChatMessage::user(self.user_message(
-            schema_text,
-            question,
-            shots,
-        )));
+        msgs.push(ChatMessage::user(self.user_message(schema_text, question, shots)));
         msgs
     }
 
@@ -161,8 +145,7 @@ impl PromptSettings {
         shots: &[FewShot],
         sql: &str,
     ) -> Result<TrainingText> {
-        let (prompt, answer) =
-            template.split_turn(&self.messages(schema_text, question, shots), sql.trim())?;
+        let (prompt, answer) = template.split_turn(&self.messages(schema_text, question, shots), sql.trim())?;
         Ok(TrainingText { prompt, answer })
     }
 
@@ -314,14 +297,7 @@ fn inside_fence(text: &str) -> Option<&str> {
     let after = &text[start + 3..];
     // A language tag on the fence line.
     let body = match after.find('\n') {
-        Some(nl)
-            if after[..nl]
-                .trim()
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric()) =>
-        {
-            &after[nl + 1..]
-        }
+        Some(nl) if after[..nl].trim().chars().all(|c| c.is_ascii_alphanumeric()) => &after[nl + 1..],
         _ => after,
     };
     Some(match body.find("```") {
@@ -362,15 +338,11 @@ fn starts_with_keyword(s: &str, kw: &str) -> bool {
 }
 
 const STATEMENT_STARTS: &[&str] = &[
-    "SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "REPLACE", "PRAGMA",
-    "VALUES", "(",
+    "SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "REPLACE", "PRAGMA", "VALUES", "(",
 ];
 
 fn start_at_query(text: &str) -> &str {
-    if STATEMENT_STARTS
-        .iter()
-        .any(|k| starts_with_keyword(text, k))
-    {
+    if STATEMENT_STARTS.iter().any(|k| starts_with_keyword(text, k)) {
         return text;
     }
     // Prose first: start at the first SELECT/WITH that is a whole word.
@@ -380,8 +352,7 @@ fn start_at_query(text: &str) -> &str {
         let mut from = 0;
         while let Some(p) = upper[from..].find(kw) {
             let at = from + p;
-            let before_ok =
-                at == 0 || !upper[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_');
+            let before_ok = at == 0 || !upper[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_');
             if before_ok && starts_with_keyword(&text[at..], kw) {
                 best = Some(best.map_or(at, |b: usize| b.min(at)));
                 break;
@@ -402,12 +373,7 @@ fn first_statement(text: &str) -> &str {
             None => match c {
                 '\'' | '"' | '`' => quote = Some(c),
                 ';' => return &text[..i],
-                '\n' if text[i + 1..]
-                    .trim_start_matches([' ', '\t', '\r'])
-                    .starts_with('\n') =>
-                {
-                    return &text[..i]
-                }
+                '\n' if text[i + 1..].trim_start_matches([' ', '\t', '\r']).starts_with('\n') => return &text[..i],
                 _ => {}
             },
         }
@@ -416,8 +382,7 @@ fn first_statement(text: &str) -> &str {
 }
 
 fn parses(sql: &str) -> bool {
-    sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::SQLiteDialect {}, sql)
-        .is_ok_and(|s| s.len() == 1)
+    sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::SQLiteDialect {}, sql).is_ok_and(|s| s.len() == 1)
 }
 
 /// "SELECT …\nThis query counts …" or "SELECT … > 30. It lists …": when the

@@ -77,9 +77,7 @@ fn schema_err(msg: impl std::fmt::Display) -> Error {
 /// Names that are plain identifiers are written bare, others double-quoted.
 fn quote(name: &str) -> String {
     let mut chars = name.chars();
-    let plain = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let plain = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
     if plain {
         name.to_string()
@@ -96,9 +94,7 @@ impl Schema {
     /// Parses pasted text: `CREATE TABLE` DDL when it contains `CREATE TABLE`,
     /// else the simple form (see [`Schema::from_simple`]).
     pub fn parse(text: &str) -> Result<Schema> {
-        if text.to_ascii_lowercase().contains("create table")
-            || text.to_ascii_lowercase().contains("create temp")
-        {
+        if text.to_ascii_lowercase().contains("create table") || text.to_ascii_lowercase().contains("create temp") {
             Self::from_ddl(text)
         } else {
             Self::from_simple(text)
@@ -111,9 +107,7 @@ impl Schema {
 
     /// Foreign keys going out of `table`.
     pub fn foreign_keys_of<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a ForeignKey> {
-        self.foreign_keys
-            .iter()
-            .filter(move |f| eq_ci(&f.table, table))
+        self.foreign_keys.iter().filter(move |f| eq_ci(&f.table, table))
     }
 
     // ---------------------------------------------------------------- DDL
@@ -150,11 +144,7 @@ impl Schema {
         Ok(schema)
     }
 
-    fn add_create_table(
-        &mut self,
-        ct: sqlparser::ast::CreateTable,
-        tokens: &[TokenWithSpan],
-    ) -> Result<()> {
+    fn add_create_table(&mut self, ct: sqlparser::ast::CreateTable, tokens: &[TokenWithSpan]) -> Result<()> {
         let name = object_name(&ct.name);
         if self.table(&name).is_some() {
             return Err(schema_err(format!("DDL: table `{name}` is defined twice")));
@@ -174,9 +164,7 @@ impl Schema {
             };
             for opt in &col.options {
                 match &opt.option {
-                    ColumnOption::Unique {
-                        is_primary: true, ..
-                    } => table.primary_key.push(cname.clone()),
+                    ColumnOption::Unique { is_primary: true, .. } => table.primary_key.push(cname.clone()),
                     ColumnOption::ForeignKey {
                         foreign_table,
                         referred_columns,
@@ -249,9 +237,7 @@ impl Schema {
             if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("--") {
                 continue;
             }
-            let at = |col: usize, msg: &str| {
-                schema_err(format!("line {}, column {}: {msg}", lineno + 1, col + 1))
-            };
+            let at = |col: usize, msg: &str| schema_err(format!("line {}, column {}: {msg}", lineno + 1, col + 1));
             let indent = line.len() - line.trim_start().len();
             let mut body = trimmed;
             let mut offset = indent;
@@ -259,19 +245,15 @@ impl Schema {
                 body = &body[6..];
                 offset += 6;
             }
-            let (name, rest_at) =
-                read_name(body).ok_or_else(|| at(offset, "expected a table name"))?;
+            let (name, rest_at) = read_name(body).ok_or_else(|| at(offset, "expected a table name"))?;
             let rest = body[rest_at..].trim_start();
             let rest_offset = offset + body.len() - rest.len();
             let cols_text = if let Some(r) = rest.strip_prefix(':') {
                 r
             } else if let Some(r) = rest.strip_prefix('(') {
-                r.trim_end().strip_suffix(')').ok_or_else(|| {
-                    at(
-                        rest_offset + rest.len(),
-                        "missing `)` closing the column list",
-                    )
-                })?
+                r.trim_end()
+                    .strip_suffix(')')
+                    .ok_or_else(|| at(rest_offset + rest.len(), "missing `)` closing the column list"))?
             } else {
                 return Err(at(
                     rest_offset,
@@ -353,11 +335,7 @@ impl Schema {
                     for fk in self.foreign_keys_of(&t.name) {
                         if let Some(i) = fk.columns.iter().position(|k| eq_ci(k, &c.name)) {
                             match fk.ref_columns.get(i) {
-                                Some(rc) => s.push_str(&format!(
-                                    " -> {}.{}",
-                                    quote(&fk.ref_table),
-                                    quote(rc)
-                                )),
+                                Some(rc) => s.push_str(&format!(" -> {}.{}", quote(&fk.ref_table), quote(rc))),
                                 None => s.push_str(&format!(" -> {}", quote(&fk.ref_table))),
                             }
                         }
@@ -404,11 +382,7 @@ impl Schema {
                     refs
                 ));
             }
-            out.push(format!(
-                "CREATE TABLE {} ({});",
-                quote(&t.name),
-                parts.join(", ")
-            ));
+            out.push(format!("CREATE TABLE {} ({});", quote(&t.name), parts.join(", ")));
         }
         out.join("\n")
     }
@@ -447,10 +421,8 @@ impl Schema {
             .iter()
             .filter(|fk| {
                 let has = |table: &str, cols: &[String]| {
-                    out.table(table).is_some_and(|t| {
-                        cols.iter()
-                            .all(|c| t.columns.iter().any(|x| eq_ci(&x.name, c)))
-                    })
+                    out.table(table)
+                        .is_some_and(|t| cols.iter().all(|c| t.columns.iter().any(|x| eq_ci(&x.name, c))))
                 };
                 has(&fk.table, &fk.columns) && has(&fk.ref_table, &fk.ref_columns)
             })
@@ -544,8 +516,7 @@ impl Schema {
             t.primary_key.iter().any(|k| eq_ci(k, &c.name))
                 || self.foreign_keys.iter().any(|f| {
                     (eq_ci(&f.table, &t.name) && f.columns.iter().any(|k| eq_ci(k, &c.name)))
-                        || (eq_ci(&f.ref_table, &t.name)
-                            && f.ref_columns.iter().any(|k| eq_ci(k, &c.name)))
+                        || (eq_ci(&f.ref_table, &t.name) && f.ref_columns.iter().any(|k| eq_ci(k, &c.name)))
                 })
         };
         let mut steps = Vec::new();
@@ -610,9 +581,7 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 /// The source text of a column's type: the tokens after the column name up
 /// to a constraint keyword or a `,`/`)` at the same nesting depth.
 fn type_as_written(tokens: &[TokenWithSpan], name: &sqlparser::ast::Ident) -> Option<String> {
-    let at = tokens
-        .iter()
-        .position(|t| t.span.start == name.span.start)?;
+    let at = tokens.iter().position(|t| t.span.start == name.span.start)?;
     let mut out = String::new();
     let mut depth = 0i32;
     for t in &tokens[at + 1..] {
@@ -676,9 +645,7 @@ fn is_create_table(tokens: &[TokenWithSpan]) -> bool {
     }
     match words.next() {
         Some(Some(Keyword::TABLE)) => true,
-        Some(Some(Keyword::TEMP | Keyword::TEMPORARY)) => {
-            words.next() == Some(Some(Keyword::TABLE))
-        }
+        Some(Some(Keyword::TEMP | Keyword::TEMPORARY)) => words.next() == Some(Some(Keyword::TABLE)),
         _ => false,
     }
 }
@@ -799,8 +766,7 @@ struct ColumnSpec {
 /// `name`, `name type words`, `name(type)`, then optional `PK` and
 /// `-> table.col`. Errors carry a byte offset within `item`.
 fn parse_column_spec(item: &str) -> std::result::Result<ColumnSpec, (usize, String)> {
-    let (name, mut pos) =
-        read_name(item).ok_or_else(|| (0, "expected a column name".to_string()))?;
+    let (name, mut pos) = read_name(item).ok_or_else(|| (0, "expected a column name".to_string()))?;
     let mut rest = &item[pos..];
     // Every `-> table.col` after the type is a reference (a column may
     // reference several tables).
@@ -810,17 +776,12 @@ fn parse_column_spec(item: &str) -> std::result::Result<ColumnSpec, (usize, Stri
         for part in rest[first_arrow..].split("->").skip(1) {
             let target = part.trim();
             let target_at = at + 2 + (part.len() - part.trim_start().len());
-            let (rt, after) = read_name(target)
-                .ok_or_else(|| (target_at, "expected `table.column` after `->`".to_string()))?;
+            let (rt, after) =
+                read_name(target).ok_or_else(|| (target_at, "expected `table.column` after `->`".to_string()))?;
             let rc = match target[after..].strip_prefix('.') {
                 Some(c) => Some(
                     read_name(c)
-                        .ok_or_else(|| {
-                            (
-                                target_at + after + 1,
-                                "expected a column after `.`".to_string(),
-                            )
-                        })?
+                        .ok_or_else(|| (target_at + after + 1, "expected a column after `.`".to_string()))?
                         .0,
                 ),
                 None => None,
@@ -866,10 +827,7 @@ fn parse_column_spec(item: &str) -> std::result::Result<ColumnSpec, (usize, Stri
     }
     if !words.is_empty() {
         if !ty.is_empty() {
-            return Err((
-                pos,
-                format!("unexpected `{}` after the column type", words.join(" ")),
-            ));
+            return Err((pos, format!("unexpected `{}` after the column type", words.join(" "))));
         }
         ty = words.join(" ");
     }
@@ -910,8 +868,7 @@ impl SpiderTables {
             serde_json::from_str(json).map_err(|e| schema_err(format!("tables.json: {e}")))?;
         let mut out = SpiderTables::default();
         for e in entries {
-            let schema = spider_schema(&e)
-                .map_err(|m| schema_err(format!("tables.json: db_id `{}`: {m}", e.db_id)))?;
+            let schema = spider_schema(&e).map_err(|m| schema_err(format!("tables.json: db_id `{}`: {m}", e.db_id)))?;
             if out.dbs.insert(e.db_id.clone(), schema).is_none() {
                 out.order.push(e.db_id);
             }
@@ -971,8 +928,7 @@ fn spider_schema(e: &SpiderEntry) -> std::result::Result<Schema, String> {
         })
         .collect();
     // Column index → (table index, name); index 0 is Spider's `*`.
-    let mut col_ref: Vec<Option<(usize, String)>> =
-        Vec::with_capacity(e.column_names_original.len());
+    let mut col_ref: Vec<Option<(usize, String)>> = Vec::with_capacity(e.column_names_original.len());
     for ((ti, name), ty) in e.column_names_original.iter().zip(&e.column_types) {
         if *ti < 0 {
             col_ref.push(None);
@@ -1017,10 +973,7 @@ fn spider_schema(e: &SpiderEntry) -> std::result::Result<Schema, String> {
             ref_columns: vec![tc],
         });
     }
-    let mut schema = Schema {
-        tables,
-        foreign_keys,
-    };
+    let mut schema = Schema { tables, foreign_keys };
     schema.resolve_foreign_keys();
     Ok(schema)
 }

@@ -13,8 +13,8 @@ use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{
-    Expr, Ident, ObjectName, Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
-    Statement, TableFactor, TableWithJoins, Visit, Visitor,
+    Expr, Ident, ObjectName, Query, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor,
+    TableWithJoins, Visit, Visitor,
 };
 use sqlparser::dialect::SQLiteDialect;
 use sqlparser::parser::Parser;
@@ -125,9 +125,7 @@ fn write_reason(st: &Statement) -> Option<String> {
             let text = other.to_string();
             let kw: Vec<&str> = text.split_whitespace().take(2).collect();
             let verb = match kw.first().map(|s| s.to_ascii_uppercase()) {
-                Some(k) if k == "CREATE" || k == "DROP" || k == "ALTER" => {
-                    kw.join(" ").to_uppercase()
-                }
+                Some(k) if k == "CREATE" || k == "DROP" || k == "ALTER" => kw.join(" ").to_uppercase(),
                 Some(k) => k,
                 None => "statement".into(),
             };
@@ -196,11 +194,7 @@ impl Resolver<'_> {
     fn cte_visible(&self, scope: usize, name: &str) -> bool {
         let mut s = Some(scope);
         while let Some(i) = s {
-            if self.scopes[i]
-                .ctes
-                .iter()
-                .any(|c| c.eq_ignore_ascii_case(name))
-            {
+            if self.scopes[i].ctes.iter().any(|c| c.eq_ignore_ascii_case(name)) {
                 return true;
             }
             s = self.scopes[i].parent;
@@ -212,10 +206,7 @@ impl Resolver<'_> {
         match f {
             TableFactor::Table { name, alias, .. } => {
                 let tname = last_ident(name);
-                let visible = alias
-                    .as_ref()
-                    .map(|a| a.name.value.clone())
-                    .unwrap_or(tname.clone());
+                let visible = alias.as_ref().map(|a| a.name.value.clone()).unwrap_or(tname.clone());
                 let source = if self.cte_visible(scope, &tname) {
                     Source::Opaque
                 } else if let Some(i) = self
@@ -226,11 +217,7 @@ impl Resolver<'_> {
                 {
                     Source::Table(i)
                 } else {
-                    if !self
-                        .unknown_tables
-                        .iter()
-                        .any(|u| u.eq_ignore_ascii_case(&tname))
-                    {
+                    if !self.unknown_tables.iter().any(|u| u.eq_ignore_ascii_case(&tname)) {
                         self.unknown_tables.push(tname.clone());
                     }
                     // Opaque, so its columns are not reported a second time.
@@ -244,9 +231,7 @@ impl Resolver<'_> {
             } => {
                 self.add_from(scope, table_with_joins);
                 if let Some(a) = alias {
-                    self.scopes[scope]
-                        .sources
-                        .push((a.name.value.clone(), Source::Opaque));
+                    self.scopes[scope].sources.push((a.name.value.clone(), Source::Opaque));
                 }
             }
             other => {
@@ -273,15 +258,9 @@ impl Resolver<'_> {
                 }
                 for item in &s.projection {
                     match item {
-                        SelectItem::ExprWithAlias { alias, .. } => {
-                            self.scopes[scope].aliases.push(alias.value.clone())
-                        }
-                        SelectItem::QualifiedWildcard(
-                            SelectItemQualifiedWildcardKind::ObjectName(n),
-                            _,
-                        ) => {
-                            self.refs
-                                .push((Some(last_ident(n)), Ident::new("*"), scope));
+                        SelectItem::ExprWithAlias { alias, .. } => self.scopes[scope].aliases.push(alias.value.clone()),
+                        SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
+                            self.refs.push((Some(last_ident(n)), Ident::new("*"), scope));
                         }
                         _ => {}
                     }
@@ -398,11 +377,7 @@ impl Visitor for Resolver<'_> {
         });
         self.stack.push(id);
         if let Some(w) = &q.with {
-            self.scopes[id].ctes = w
-                .cte_tables
-                .iter()
-                .map(|c| c.alias.name.value.clone())
-                .collect();
+            self.scopes[id].ctes = w.cte_tables.iter().map(|c| c.alias.name.value.clone()).collect();
         }
         self.add_set_expr(id, &q.body);
         ControlFlow::Continue(())

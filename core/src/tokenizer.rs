@@ -111,13 +111,9 @@ impl Tokenizer {
     /// matching `tokenizer_config.json` (which names bos/eos/pad). Without a
     /// config, bos/eos are guessed from well-known token names.
     pub fn from_json_bytes(json: &[u8], config: Option<&[u8]>) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_bytes(json)
-            .map_err(|e| tok_err(format!("tokenizer.json: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| tok_err(format!("tokenizer.json: {e}")))?;
         let config: Option<serde_json::Value> = match config {
-            Some(b) => Some(
-                serde_json::from_slice(b)
-                    .map_err(|e| tok_err(format!("tokenizer_config.json: {e}")))?,
-            ),
+            Some(b) => Some(serde_json::from_slice(b).map_err(|e| tok_err(format!("tokenizer_config.json: {e}")))?),
             None => None,
         };
         let named = |key: &str| -> Option<u32> {
@@ -126,9 +122,8 @@ impl Tokenizer {
             inner.token_to_id(name)
         };
         let first_present = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
-        let bos_id = named("bos_token").or_else(|| {
-            first_present(&["<s>", "<|begin_of_text|>", "<|im_start|>", "<|endoftext|>"])
-        });
+        let bos_id = named("bos_token")
+            .or_else(|| first_present(&["<s>", "<|begin_of_text|>", "<|im_start|>", "<|endoftext|>"]));
         let eos_id = named("eos_token").or_else(|| first_present(END_TOKENS));
         let pad_id = named("pad_token");
         Ok(Tokenizer {
@@ -154,8 +149,7 @@ impl Tokenizer {
             .parent()
             .map(|d| d.join("tokenizer_config.json"))
             .and_then(|p| std::fs::read(p).ok());
-        Self::from_json_bytes(&json, config.as_deref())
-            .map_err(|e| Error::file(path, e.to_string()))
+        Self::from_json_bytes(&json, config.as_deref()).map_err(|e| Error::file(path, e.to_string()))
     }
 
     /// From GGUF metadata (as `candle_core::quantized::gguf_file::Content`
@@ -192,9 +186,9 @@ impl Tokenizer {
                 (build_byte_level_bpe(&tokens, merges, pre_kind)?, false)
             }
             "llama" => {
-                let scores = meta.f32_array("tokenizer.ggml.scores")?.ok_or_else(|| {
-                    tok_err("GGUF llama tokenizer has no `tokenizer.ggml.scores`")
-                })?;
+                let scores = meta
+                    .f32_array("tokenizer.ggml.scores")?
+                    .ok_or_else(|| tok_err("GGUF llama tokenizer has no `tokenizer.ggml.scores`"))?;
                 if scores.len() != tokens.len() {
                     return Err(tok_err(format!(
                         "GGUF `tokenizer.ggml.scores` has {} entries for {} tokens",
@@ -203,9 +197,7 @@ impl Tokenizer {
                     )));
                 }
                 let unk = meta.u32("tokenizer.ggml.unknown_token_id")?.unwrap_or(0);
-                let space_prefix = meta
-                    .bool("tokenizer.ggml.add_space_prefix")?
-                    .unwrap_or(true);
+                let space_prefix = meta.bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
                 (
                     build_sentencepiece_bpe(&tokens, &scores, types.as_deref(), unk, space_prefix)?,
                     true,
@@ -228,9 +220,7 @@ impl Tokenizer {
                     TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN => {
                         Some(AddedToken::from(tok.to_string(), true).normalized(false))
                     }
-                    TOKEN_TYPE_USER_DEFINED => {
-                        Some(AddedToken::from(tok.to_string(), false).normalized(false))
-                    }
+                    TOKEN_TYPE_USER_DEFINED => Some(AddedToken::from(tok.to_string(), false).normalized(false)),
                     _ => None,
                 })
                 .collect();
@@ -241,10 +231,7 @@ impl Tokenizer {
         let bos_id = meta.u32("tokenizer.ggml.bos_token_id")?;
         let eos_id = meta.u32("tokenizer.ggml.eos_token_id")?;
         let pad_id = meta.u32("tokenizer.ggml.padding_token_id")?;
-        let add_bos = meta
-            .bool("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(default_add_bos)
-            && bos_id.is_some();
+        let add_bos = meta.bool("tokenizer.ggml.add_bos_token")?.unwrap_or(default_add_bos) && bos_id.is_some();
         Ok(Tokenizer {
             inner,
             bos_id,
@@ -260,10 +247,7 @@ impl Tokenizer {
     /// post-processor adds). Chat prompts are rendered with BOS in the
     /// template text, so encode them with `add_special_tokens = false`.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special_tokens)
-            .map_err(tok_err)?;
+        let enc = self.inner.encode_fast(text, add_special_tokens).map_err(tok_err)?;
         let mut ids = enc.get_ids().to_vec();
         if add_special_tokens && self.add_bos {
             if let Some(bos) = self.bos_id {
@@ -386,12 +370,8 @@ impl<'a> TokenStream<'a> {
     /// multi-byte character is still incomplete).
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
-        let before = self
-            .tok
-            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = self
-            .tok
-            .decode(&self.ids[self.prefix..], self.skip_special)?;
+        let before = self.tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = self.tok.decode(&self.ids[self.prefix..], self.skip_special)?;
         if now.len() > before.len() && !now.ends_with('\u{FFFD}') && now.starts_with(&before) {
             let new = now[before.len()..].to_string();
             self.prefix = self.read;
@@ -404,12 +384,8 @@ impl<'a> TokenStream<'a> {
 
     /// Text still held back (an incomplete character at the very end).
     pub fn finish(&mut self) -> Result<String> {
-        let before = self
-            .tok
-            .decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let now = self
-            .tok
-            .decode(&self.ids[self.prefix..], self.skip_special)?;
+        let before = self.tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = self.tok.decode(&self.ids[self.prefix..], self.skip_special)?;
         self.prefix = self.ids.len();
         self.read = self.ids.len();
         Ok(now.get(before.len()..).unwrap_or_default().to_string())
@@ -435,7 +411,8 @@ pub enum GgufPre {
 }
 
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 impl GgufPre {
     /// The family for a `tokenizer.ggml.pre` value, and whether it was known.
@@ -443,9 +420,7 @@ impl GgufPre {
         match pre {
             "smollm" | "starcoder" | "refact" => (GgufPre::DigitsByteLevel, true),
             "gpt-2" | "gpt2" | "default" => (GgufPre::Gpt2, true),
-            "llama-bpe" | "llama3" | "llama-v3" | "falcon3" | "dbrx" | "smaug-bpe" => {
-                (GgufPre::Llama3, true)
-            }
+            "llama-bpe" | "llama3" | "llama-v3" | "falcon3" | "dbrx" | "smaug-bpe" => (GgufPre::Llama3, true),
             "qwen2" | "deepseek-r1-qwen" => (GgufPre::Qwen2, true),
             _ => (GgufPre::Gpt2, false),
         }
@@ -462,22 +437,16 @@ impl GgufPre {
             .into())
         };
         Ok(match self {
-            GgufPre::DigitsByteLevel => PreSequence::new(vec![
-                Digits::new(true).into(),
-                ByteLevel::new(false, true, true).into(),
-            ])
-            .into(),
+            GgufPre::DigitsByteLevel => {
+                PreSequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into()
+            }
             GgufPre::Gpt2 => ByteLevel::new(false, true, true).into(),
-            GgufPre::Llama3 => PreSequence::new(vec![
-                split(LLAMA3_REGEX)?,
-                ByteLevel::new(false, true, false).into(),
-            ])
-            .into(),
-            GgufPre::Qwen2 => PreSequence::new(vec![
-                split(QWEN2_REGEX)?,
-                ByteLevel::new(false, true, false).into(),
-            ])
-            .into(),
+            GgufPre::Llama3 => {
+                PreSequence::new(vec![split(LLAMA3_REGEX)?, ByteLevel::new(false, true, false).into()]).into()
+            }
+            GgufPre::Qwen2 => {
+                PreSequence::new(vec![split(QWEN2_REGEX)?, ByteLevel::new(false, true, false).into()]).into()
+            }
         })
     }
 }
@@ -492,11 +461,7 @@ fn vocab_map(tokens: &[&str]) -> Result<Vocab> {
     Ok(vocab)
 }
 
-fn build_byte_level_bpe(
-    tokens: &[&str],
-    merges: Vec<&str>,
-    pre: GgufPre,
-) -> Result<tokenizers::Tokenizer> {
+fn build_byte_level_bpe(tokens: &[&str], merges: Vec<&str>, pre: GgufPre) -> Result<tokenizers::Tokenizer> {
     let vocab = vocab_map(tokens)?;
     let merges = merges
         .iter()

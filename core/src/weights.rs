@@ -48,7 +48,10 @@ impl ModelSource {
         }
         if p.is_dir() {
             if !p.join("config.json").is_file() {
-                return Err(Error::file(p, "directory has no config.json (expected an HF model directory)"));
+                return Err(Error::file(
+                    p,
+                    "directory has no config.json (expected an HF model directory)",
+                ));
             }
             return Ok(ModelSource::HfDir(p.to_path_buf()));
         }

@@ -20,9 +20,7 @@ fn pseudo(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 2.0 * scale
         })
         .collect()
@@ -74,10 +72,7 @@ fn lora_over_nf4_base_matches_finite_differences() {
     let base = Nf4Tensor::quantize(&weight()).unwrap();
     let a = pseudo(R * IN, 2, 0.1);
     let b = pseudo(OUT * R, 3, 0.1);
-    let x0 = pseudo(2 * 3 * IN, 4, 1.0)
-        .iter()
-        .map(|&v| v as f64)
-        .collect::<Vec<_>>();
+    let x0 = pseudo(2 * 3 * IN, 4, 1.0).iter().map(|&v| v as f64).collect::<Vec<_>>();
     let make = |a: &[f32], b: &[f32]| {
         let mut l = Linear::nf4(base.clone());
         l.set_lora(Some(lora(a, b)));
@@ -114,18 +109,12 @@ fn lora_over_nf4_base_matches_finite_differences() {
     assert_close(
         "dL/dA",
         &ga,
-        &idx_a
-            .iter()
-            .map(|&i| (i, fd_param('a', i)))
-            .collect::<Vec<_>>(),
+        &idx_a.iter().map(|&i| (i, fd_param('a', i))).collect::<Vec<_>>(),
     );
     assert_close(
         "dL/dB",
         &gb,
-        &idx_b
-            .iter()
-            .map(|&i| (i, fd_param('b', i)))
-            .collect::<Vec<_>>(),
+        &idx_b.iter().map(|&i| (i, fd_param('b', i))).collect::<Vec<_>>(),
     );
 
     let fd_x = |i: usize| {
@@ -136,11 +125,7 @@ fn lora_over_nf4_base_matches_finite_differences() {
         (scalar(&loss_of(&linear, &x_t(&p))) - scalar(&loss_of(&linear, &x_t(&m)))) / (2.0 * h)
     };
     let idx_x = [0, 1, 200, 511, 2 * 3 * IN - 1];
-    assert_close(
-        "dL/dx",
-        &gx,
-        &idx_x.iter().map(|&i| (i, fd_x(i))).collect::<Vec<_>>(),
-    );
+    assert_close("dL/dx", &gx, &idx_x.iter().map(|&i| (i, fd_x(i))).collect::<Vec<_>>());
 }
 
 /// The base gradient is `g · deq(W)` whatever form W is held in, and W gets none.
@@ -203,46 +188,21 @@ fn lora_upstream_of_a_quantized_layer_gets_gradients() {
     let w1 = weight();
     let w2 = Tensor::from_vec(pseudo(OUT * OUT, 5, 1.0), (OUT, OUT), &Device::Cpu).unwrap();
     let mut first = Linear::nf4(Nf4Tensor::quantize(&w1).unwrap());
-    let mut l = LoraLayer::init(
-        "model.layers.0.self_attn.q_proj",
-        OUT,
-        IN,
-        &cfg,
-        3,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut l = LoraLayer::init("model.layers.0.self_attn.q_proj", OUT, IN, &cfg, 3, &Device::Cpu).unwrap();
     // A non-zero B, still a variable, so A's gradient is non-zero.
     l.b = Tensor::ones((OUT, 2), DType::F32, &Device::Cpu).unwrap();
     let l = l.into_trainable().unwrap();
     first.set_lora(Some(l));
-    let second = Linear::quantized(
-        QTensor::quantize(&w2.pad_with_zeros(1, 0, 32 - OUT).unwrap(), GgmlDType::Q8_0).unwrap(),
-    )
-    .unwrap();
+    let second =
+        Linear::quantized(QTensor::quantize(&w2.pad_with_zeros(1, 0, 32 - OUT).unwrap(), GgmlDType::Q8_0).unwrap())
+            .unwrap();
     let x = Tensor::from_vec(pseudo(3 * IN, 6, 1.0), (3, IN), &Device::Cpu).unwrap();
-    let h = first
-        .forward(&x)
-        .unwrap()
-        .pad_with_zeros(1, 0, 32 - OUT)
-        .unwrap();
-    let loss = second
-        .forward(&h)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap();
+    let h = first.forward(&x).unwrap().pad_with_zeros(1, 0, 32 - OUT).unwrap();
+    let loss = second.forward(&h).unwrap().sqr().unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
     let ga = grads
         .get(&first.lora().unwrap().a)
         .expect("LoRA A got no gradient through the quantized layer");
-    let norm = ga
-        .sqr()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let norm = ga.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(norm > 0.0);
 }

@@ -11,11 +11,7 @@ use sqlora_core::config::ModelConfig;
 use sqlora_core::nf4::{dynamic_map, nf4_model_memory, Nf4Tensor, NF4_CODE};
 
 fn vectors() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(
-        shared().join("peer/out/nf4_vectors.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap()
+    candle_core::safetensors::load(shared().join("peer/out/nf4_vectors.safetensors"), &Device::Cpu).unwrap()
 }
 
 fn f32s(t: &Tensor) -> Vec<f32> {
@@ -55,19 +51,14 @@ fn quantize_reproduces_bitsandbytes_bit_for_bit() {
     let a2_want: Vec<u32> = f32s(&v["absmax2"]).iter().map(|x| x.to_bits()).collect();
     assert_eq!(a2, a2_want, "nested absmax");
     let aq_want = u8s(&v["absmax_q"]);
-    let bad: Vec<_> = (0..aq_want.len())
-        .filter(|&i| q.absmax_q()[i] != aq_want[i])
-        .collect();
+    let bad: Vec<_> = (0..aq_want.len()).filter(|&i| q.absmax_q()[i] != aq_want[i]).collect();
     assert!(bad.is_empty(), "8-bit absmax codes differ at {bad:?}");
     // Serialized form in a bnb checkpoint holds the same bytes.
     assert_eq!(q.absmax_q(), u8s(&v["serialized.absmax"]).as_slice());
     assert_eq!(q.absmax2(), f32s(&v["serialized.nested_absmax"]).as_slice());
 
     let absmax: Vec<u32> = q.absmax().iter().map(|x| x.to_bits()).collect();
-    let absmax_want: Vec<u32> = f32s(&v["absmax_dequant"])
-        .iter()
-        .map(|x| x.to_bits())
-        .collect();
+    let absmax_want: Vec<u32> = f32s(&v["absmax_dequant"]).iter().map(|x| x.to_bits()).collect();
     assert_eq!(absmax, absmax_want, "double-dequantized absmax");
 }
 
@@ -97,17 +88,11 @@ fn memory_of_smollm2_and_mistral_7b() {
     // SmolLM2-135M: 30 layers of 576/192/1536 projections.
     let smol = ModelConfig { ..smollm2_config() };
     let m = nf4_model_memory(&smol);
-    assert_eq!(
-        m.params,
-        30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536)
-    );
+    assert_eq!(m.params, 30 * (2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536));
     let bits = m.bits_per_param();
     assert!((bits - 4.127).abs() < 0.001, "{bits} bits per parameter");
     let m7 = nf4_model_memory(&ModelConfig::mistral_7b());
-    assert_eq!(
-        m7.params,
-        32 * (4096 * 4096 * 2 + 2 * 4096 * 1024 + 3 * 4096 * 14336)
-    );
+    assert_eq!(m7.params, 32 * (4096 * 4096 * 2 + 2 * 4096 * 1024 + 3 * 4096 * 14336));
     // ≈ 3.5 GB for 6.98 B projection parameters (vs 14 GB bf16).
     assert!(
         (3.5e9..3.7e9).contains(&(m7.total_bytes() as f64)),
@@ -121,8 +106,7 @@ fn memory_of_smollm2_and_mistral_7b() {
 }
 
 fn smollm2_config() -> ModelConfig {
-    let text =
-        std::fs::read_to_string(shared().join("peer/out/smollm2-config/config.json")).unwrap();
+    let text = std::fs::read_to_string(shared().join("peer/out/smollm2-config/config.json")).unwrap();
     ModelConfig::from_hf_json(&text, "smollm2-config/config.json").unwrap()
 }
 

@@ -26,11 +26,7 @@ fn example_dir() -> std::path::PathBuf {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
@@ -48,10 +44,7 @@ fn peer_adapter_gives_peft_logits() {
     let adapter = adapter::load_into(&mut model, &example_dir()).unwrap();
     assert_eq!(adapter.weights.len(), 210);
     assert_eq!(adapter.scaling(), 2.0);
-    let prompt: Vec<u32> = ids(&reference["prompt_ids"])
-        .iter()
-        .map(|&i| i as u32)
-        .collect();
+    let prompt: Vec<u32> = ids(&reference["prompt_ids"]).iter().map(|&i| i as u32).collect();
     let x = Tensor::new(prompt.as_slice(), &Device::Cpu)
         .unwrap()
         .unsqueeze(0)
@@ -95,10 +88,7 @@ fn merged_model_equals_base_plus_adapter() {
         .to_vec1::<f32>()
         .unwrap();
     let mut merged = model.clone();
-    assert_eq!(
-        adapter::merge(merged.linears_mut(), &Device::Cpu).unwrap(),
-        210
-    );
+    assert_eq!(adapter::merge(merged.linears_mut(), &Device::Cpu).unwrap(), 210);
     assert!(merged
         .linears()
         .all(|(_, l)| l.lora().is_none() && matches!(l.base(), BaseWeight::Dense(_))));
@@ -171,9 +161,7 @@ fn peft_step(reference_file: &str, nf4: bool) {
         }
         // bitsandbytes' quant state of layer 0 q_proj, recorded by the peer.
         let q = model.linears().next().unwrap().1.base().clone();
-        let BaseWeight::Nf4(q) = q else {
-            panic!("not NF4")
-        };
+        let BaseWeight::Nf4(q) = q else { panic!("not NF4") };
         let st = &reference["nf4_layer0_q_proj"];
         let packed_sum: u64 = q.packed().iter().map(|&b| b as u64).sum();
         assert_eq!(
@@ -183,10 +171,7 @@ fn peft_step(reference_file: &str, nf4: bool) {
         );
         assert_eq!(q.absmax_q().len(), 5184);
         assert_eq!(q.absmax2().len(), 21);
-        assert_eq!(
-            q.offset(),
-            st["quant_state"]["nested_offset"].as_f64().unwrap() as f32
-        );
+        assert_eq!(q.offset(), st["quant_state"]["nested_offset"].as_f64().unwrap() as f32);
     }
     adapter::load_into(&mut model, &example_dir()).unwrap();
     for (_, l) in model.linears_mut() {
@@ -201,36 +186,23 @@ fn peft_step(reference_file: &str, nf4: bool) {
         .iter()
         .map(|s| ids(s).iter().map(|&i| i as u32).collect())
         .collect();
-    let labels: Vec<Vec<i64>> = batch["labels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(ids)
-        .collect();
+    let labels: Vec<Vec<i64>> = batch["labels"].as_array().unwrap().iter().map(ids).collect();
     let x = Tensor::new(input, &Device::Cpu).unwrap();
     let logits = model.forward(&x, 0, None).unwrap();
     let loss = causal_lm_loss(&logits, &labels);
     let got = loss.to_scalar::<f32>().unwrap() as f64;
     let want = reference["loss"].as_f64().unwrap();
     eprintln!("{reference_file}: loss {got} (peft {want})");
-    assert!(
-        ((got - want) / want).abs() < 1e-4,
-        "loss {got} vs peft {want}"
-    );
+    assert!(((got - want) / want).abs() < 1e-4, "loss {got} vs peft {want}");
 
     let grads = loss.backward().unwrap();
     let (_, q) = model.linears().next().unwrap();
     let lora = q.lora().unwrap();
     let gn = &reference["grad_norms"];
     for (which, t) in [("A", &lora.a), ("B", &lora.b)] {
-        let key =
-            format!("base_model.model.model.layers.0.self_attn.q_proj.lora_{which}.default.weight");
+        let key = format!("base_model.model.model.layers.0.self_attn.q_proj.lora_{which}.default.weight");
         let want = gn[&key]["grad_norm"].as_f64().unwrap();
-        let got = norm(
-            grads
-                .get(t)
-                .unwrap_or_else(|| panic!("no gradient for lora_{which}")),
-        );
+        let got = norm(grads.get(t).unwrap_or_else(|| panic!("no gradient for lora_{which}")));
         eprintln!("layer 0 q_proj lora_{which} grad norm {got} (peft {want})");
         assert!(
             ((got - want) / want).abs() < 1e-3,
@@ -256,25 +228,19 @@ fn saved_adapter_has_peft_names_shapes_and_config() {
     peer.save(&dir).unwrap();
     // Names and shapes as peft wrote them (adapter_example_tensors.json).
     let want = reference_json("peer/out/adapter_example_tensors.json");
-    let st = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu)
-        .unwrap();
+    let st = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(st.len(), want.as_object().unwrap().len());
     for (name, spec) in want.as_object().unwrap() {
         let t = st.get(name).unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(
             t.dims(),
-            ids(&spec[1])
-                .iter()
-                .map(|&d| d as usize)
-                .collect::<Vec<_>>()
-                .as_slice(),
+            ids(&spec[1]).iter().map(|&d| d as usize).collect::<Vec<_>>().as_slice(),
             "{name}"
         );
         assert_eq!(t.dtype(), DType::F32);
     }
     let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap()).unwrap();
     for key in [
         "peft_type",
         "r",
@@ -307,10 +273,8 @@ fn saved_adapter_has_peft_names_shapes_and_config() {
         );
     }
     // A fresh adapter from a LoRA config writes peft's fields too.
-    let fresh = sqlora_core::adapter::AdapterConfig::from_lora(
-        &Default::default(),
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
-    );
+    let fresh =
+        sqlora_core::adapter::AdapterConfig::from_lora(&Default::default(), "HuggingFaceTB/SmolLM2-135M-Instruct");
     let v = serde_json::to_value(&fresh).unwrap();
     assert_eq!(v["r"], 64);
     assert_eq!(v["lora_alpha"], 128.0);
@@ -323,16 +287,9 @@ fn bad_adapter_files_get_clear_errors() {
     let peer = Adapter::load(&example_dir(), &Device::Cpu).unwrap();
     let dir = std::env::temp_dir().join(format!("sqlora-adapter-bad-{}", std::process::id()));
     peer.save(&dir).unwrap();
-    std::fs::write(
-        dir.join("adapter_config.json"),
-        "{\"peft_type\": \"LORA\", ",
-    )
-    .unwrap();
+    std::fs::write(dir.join("adapter_config.json"), "{\"peft_type\": \"LORA\", ").unwrap();
     let e = Adapter::load(&dir, &Device::Cpu).unwrap_err().to_string();
-    assert!(
-        e.contains("adapter_config.json") && e.contains("malformed JSON"),
-        "{e}"
-    );
+    assert!(e.contains("adapter_config.json") && e.contains("malformed JSON"), "{e}");
 
     // Drop one B matrix.
     let mut one_short = peer.clone();
@@ -343,10 +300,7 @@ fn bad_adapter_files_get_clear_errors() {
         bytes_map.insert(sqlora_core::adapter::peft_name(k, 'A'), a.clone());
         bytes_map.insert(sqlora_core::adapter::peft_name(k, 'B'), b.clone());
     }
-    bytes_map.insert(
-        sqlora_core::adapter::peft_name("model.layers.3.mlp.up_proj", 'A'),
-        a,
-    );
+    bytes_map.insert(sqlora_core::adapter::peft_name("model.layers.3.mlp.up_proj", 'A'), a);
     candle_core::safetensors::save(&bytes_map, dir.join("adapter_model.safetensors")).unwrap();
     let cfg = peer.config_json().unwrap();
     let st = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();

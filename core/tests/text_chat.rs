@@ -20,9 +20,7 @@ fn model_path() -> PathBuf {
     }
     let cache = std::env::var_os("SQLORA_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora"));
     cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
@@ -84,9 +82,7 @@ fn smollm2_gguf_template_reproduces_reference_prompt() {
 #[test]
 fn smollm2_tokenizer_config_template_matches_gguf_template() {
     let (_, tok) = smollm2();
-    let jinja =
-        std::fs::read_to_string(shared().join("peer/out/smollm2-tokenizer/chat_template.jinja"))
-            .unwrap();
+    let jinja = std::fs::read_to_string(shared().join("peer/out/smollm2-tokenizer/chat_template.jinja")).unwrap();
     let cfg = serde_json::json!({ "chat_template": jinja }).to_string();
     let tmpl = ChatTemplate::from_tokenizer_config(cfg.as_bytes(), &tok).unwrap();
     assert_eq!(tmpl.origin(), TemplateOrigin::Model);
@@ -107,42 +103,29 @@ fn smollm2_tokenizer_config_template_matches_gguf_template() {
 fn split_turn_gives_answer_up_to_end_of_turn() {
     let (md, tok) = smollm2();
     let tmpl = ChatTemplate::from_gguf_metadata(&md, &tok).unwrap();
-    let (prompt, answer) = tmpl
-        .split_turn(&[ChatMessage::user("q")], "SELECT 1")
-        .unwrap();
+    let (prompt, answer) = tmpl.split_turn(&[ChatMessage::user("q")], "SELECT 1").unwrap();
     assert!(prompt.ends_with("<|im_start|>assistant\n"));
     assert_eq!(answer, "SELECT 1<|im_end|>");
 }
 
 #[test]
 fn mistral_fallback_formats_inst_and_folds_system() {
-    let tok =
-        Tokenizer::from_json_file(shared().join("data/tokenizers/mistral-7b-v0.1/tokenizer.json"))
-            .unwrap();
+    let tok = Tokenizer::from_json_file(shared().join("data/tokenizers/mistral-7b-v0.1/tokenizer.json")).unwrap();
     let tmpl = ChatTemplate::fallback(&tok);
     assert_eq!(tmpl.origin(), TemplateOrigin::MistralInst);
     let p = tmpl
         .render(
-            &[
-                ChatMessage::system("Be brief."),
-                ChatMessage::user("How many?"),
-            ],
+            &[ChatMessage::system("Be brief."), ChatMessage::user("How many?")],
             true,
         )
         .unwrap();
     assert_eq!(p, "<s>[INST] Be brief.\n\nHow many? [/INST]");
     let ids = tok.encode_prompt(&p).unwrap();
     assert_eq!(ids[0], 1, "BOS comes from the template text");
-    assert_eq!(
-        &ids[1..4],
-        &[733, 16289, 28793],
-        "▁[INST] as Mistral's own tokenizer"
-    );
+    assert_eq!(&ids[1..4], &[733, 16289, 28793], "▁[INST] as Mistral's own tokenizer");
     // Plain tokenizers would lose the word prefix after the <s> text.
     assert_eq!(&tok.encode(&p, false).unwrap()[..2], &[1, 28792]);
-    let (prompt, answer) = tmpl
-        .split_turn(&[ChatMessage::user("q")], "SELECT 1")
-        .unwrap();
+    let (prompt, answer) = tmpl.split_turn(&[ChatMessage::user("q")], "SELECT 1").unwrap();
     assert_eq!(prompt, "<s>[INST] q [/INST]");
     assert_eq!(answer, "SELECT 1</s>");
     let err = tmpl
@@ -162,11 +145,8 @@ fn hf_template_helpers_work() {
     let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
     assert_eq!(t.origin(), TemplateOrigin::Custom);
     assert_eq!(
-        t.render(
-            &[ChatMessage::user("  a "), ChatMessage::assistant("b\n")],
-            false
-        )
-        .unwrap(),
+        t.render(&[ChatMessage::user("  a "), ChatMessage::assistant("b\n")], false)
+            .unwrap(),
         "<s>user:a|assistant:b</s>"
     );
     let err = t
@@ -175,9 +155,7 @@ fn hf_template_helpers_work() {
         .to_string();
     assert!(err.contains("Conversation roles must alternate"), "{err}");
 
-    let err = ChatTemplate::new("{% for %}", "", "")
-        .unwrap_err()
-        .to_string();
+    let err = ChatTemplate::new("{% for %}", "", "").unwrap_err().to_string();
     assert!(err.contains("does not compile"), "{err}");
     let err = ChatTemplate::from_tokenizer_config(b"{nope", &tok)
         .unwrap_err()

@@ -22,9 +22,7 @@ fn model_path() -> PathBuf {
     }
     let cache = std::env::var_os("SQLORA_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora"));
     cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
@@ -37,10 +35,7 @@ fn smollm2() -> (ChatTemplate, Tokenizer) {
 }
 
 fn reference() -> serde_json::Value {
-    serde_json::from_slice(
-        &std::fs::read(shared().join("peer/out/smollm2_reference.json")).unwrap(),
-    )
-    .unwrap()
+    serde_json::from_slice(&std::fs::read(shared().join("peer/out/smollm2_reference.json")).unwrap()).unwrap()
 }
 
 #[test]
@@ -77,10 +72,7 @@ fn settings_round_trip_as_json() {
     assert_eq!(back, s);
     assert!(s.to_json().contains("\"create_table\""));
     // Missing keys take defaults.
-    assert_eq!(
-        PromptSettings::from_json("{}").unwrap(),
-        PromptSettings::default()
-    );
+    assert_eq!(PromptSettings::from_json("{}").unwrap(), PromptSettings::default());
     let err = PromptSettings::from_json(r#"{"user_template": "no placeholder"}"#)
         .unwrap_err()
         .to_string();
@@ -90,10 +82,7 @@ fn settings_round_trip_as_json() {
     assert_eq!(PromptSettings::from_gguf_metadata(&md).unwrap(), None);
     let (k, v) = s.to_gguf_metadata();
     md.insert(k, v);
-    assert_eq!(
-        PromptSettings::from_gguf_metadata(&md).unwrap(),
-        Some(s.clone())
-    );
+    assert_eq!(PromptSettings::from_gguf_metadata(&md).unwrap(), Some(s.clone()));
     let err = PromptSettings::from_json("[").unwrap_err().to_string();
     assert!(err.contains("prompt settings"), "{err}");
 }
@@ -128,27 +117,13 @@ fn training_example_masks_the_prompt_and_ends_with_eos() {
     let s = PromptSettings::default();
     let sql = "SELECT count(*) FROM singer";
     let t = s
-        .training_text(
-            &tmpl,
-            &schema.to_compact(),
-            "How many singers do we have?",
-            &[],
-            sql,
-        )
+        .training_text(&tmpl, &schema.to_compact(), "How many singers do we have?", &[], sql)
         .unwrap();
     assert!(t.prompt.ends_with("<|im_start|>assistant\n"));
     assert_eq!(t.answer, "SELECT count(*) FROM singer<|im_end|>");
 
     let ex = s
-        .encode_example(
-            &tmpl,
-            &tok,
-            schema,
-            "How many singers do we have?",
-            &[],
-            sql,
-            256,
-        )
+        .encode_example(&tmpl, &tok, schema, "How many singers do we have?", &[], sql, 256)
         .unwrap()
         .unwrap();
     assert!(!ex.schema_cut());
@@ -162,10 +137,7 @@ fn training_example_masks_the_prompt_and_ends_with_eos() {
     let labels = ex.labels();
     assert!(labels[..ex.prompt_len].iter().all(|&l| l == -100));
     assert_eq!(
-        labels[ex.prompt_len..]
-            .iter()
-            .map(|&l| l as u32)
-            .collect::<Vec<_>>(),
+        labels[ex.prompt_len..].iter().map(|&l| l as u32).collect::<Vec<_>>(),
         answer
     );
 }
@@ -264,18 +236,41 @@ fn spider_train_fit_stats() {
 #[test]
 fn extract_sql_handles_fences_labels_prose_and_stops() {
     let cases = [
-        ("SELECT count(*) FROM singer<|im_end|>\nextra", "SELECT count(*) FROM singer"),
+        (
+            "SELECT count(*) FROM singer<|im_end|>\nextra",
+            "SELECT count(*) FROM singer",
+        ),
         ("SELECT count(*) FROM singer;", "SELECT count(*) FROM singer"),
-        ("```sql\nSELECT name\nFROM singer\n```\nThis returns names.", "SELECT name\nFROM singer"),
-        ("To count singers:\n\n```\nSELECT count(*) FROM singer;\n```", "SELECT count(*) FROM singer"),
+        (
+            "```sql\nSELECT name\nFROM singer\n```\nThis returns names.",
+            "SELECT name\nFROM singer",
+        ),
+        (
+            "To count singers:\n\n```\nSELECT count(*) FROM singer;\n```",
+            "SELECT count(*) FROM singer",
+        ),
         ("SQL: SELECT age FROM singer", "SELECT age FROM singer"),
-        ("SQLite query: select age from singer; -- done", "select age from singer"),
-        ("You can use the following query: SELECT name FROM singer WHERE age > 30. It lists names.",
-         "SELECT name FROM singer WHERE age > 30"),
-        ("SELECT name FROM singer\nThis query lists every singer.", "SELECT name FROM singer"),
-        ("SELECT name FROM singer WHERE name = 'a;b'; SELECT 2", "SELECT name FROM singer WHERE name = 'a;b'"),
+        (
+            "SQLite query: select age from singer; -- done",
+            "select age from singer",
+        ),
+        (
+            "You can use the following query: SELECT name FROM singer WHERE age > 30. It lists names.",
+            "SELECT name FROM singer WHERE age > 30",
+        ),
+        (
+            "SELECT name FROM singer\nThis query lists every singer.",
+            "SELECT name FROM singer",
+        ),
+        (
+            "SELECT name FROM singer WHERE name = 'a;b'; SELECT 2",
+            "SELECT name FROM singer WHERE name = 'a;b'",
+        ),
         ("SELECT 1\n\nExplanation: ...", "SELECT 1"),
-        ("  WITH t AS (SELECT 1 AS x) SELECT x FROM t  ", "WITH t AS (SELECT 1 AS x) SELECT x FROM t"),
+        (
+            "  WITH t AS (SELECT 1 AS x) SELECT x FROM t  ",
+            "WITH t AS (SELECT 1 AS x) SELECT x FROM t",
+        ),
         ("```sql\nSELECT name FROM singer", "SELECT name FROM singer"),
         ("I don't know.", "I don't know."),
         ("", ""),

@@ -53,8 +53,7 @@ fn spider_tables_give_original_names_types_and_keys() {
 fn every_spider_schema_round_trips_through_both_formats() {
     // Foreign-key order is not meaningful (compact lists them by column).
     let norm = |mut s: Schema| {
-        s.foreign_keys
-            .sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        s.foreign_keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         s
     };
     let tables = spider();
@@ -69,16 +68,11 @@ fn every_spider_schema_round_trips_through_both_formats() {
 
 #[test]
 fn spider_tables_errors_are_clear() {
-    let err = SpiderTables::parse("[{\"db_id\": 1}]")
-        .unwrap_err()
-        .to_string();
+    let err = SpiderTables::parse("[{\"db_id\": 1}]").unwrap_err().to_string();
     assert!(err.contains("tables.json"), "{err}");
     let bad = r#"[{"db_id":"x","table_names_original":["t"],"column_names_original":[[-1,"*"],[3,"a"]],"column_types":["text","text"],"primary_keys":[],"foreign_keys":[]}]"#;
     let err = SpiderTables::parse(bad).unwrap_err().to_string();
-    assert!(
-        err.contains("db_id `x`") && err.contains("table #3"),
-        "{err}"
-    );
+    assert!(err.contains("db_id `x`") && err.contains("table #3"), "{err}");
     let err = SpiderTables::from_file("/nonexistent/tables.json")
         .unwrap_err()
         .to_string();
@@ -116,11 +110,7 @@ fn ddl_reads_inline_and_table_level_keys() {
     assert_eq!(sic.primary_key, vec!["concert_ID", "Singer_ID"]);
     assert_eq!(s.foreign_keys.len(), 2);
     assert_eq!(s.foreign_keys[0].ref_table, "stadium");
-    assert_eq!(
-        s.foreign_keys[0].ref_columns,
-        vec!["Stadium_ID"],
-        "resolved to the PK"
-    );
+    assert_eq!(s.foreign_keys[0].ref_columns, vec!["Stadium_ID"], "resolved to the PK");
     assert_eq!(
         s.to_compact(),
         "stadium(Stadium_ID int PK, Name text)\n\
@@ -146,18 +136,10 @@ fn spider_schema_sql_files_parse() {
             Ok(s) => {
                 ok += 1;
                 // Table names agree with tables.json (case-insensitively).
-                let id = path
-                    .parent()
-                    .unwrap()
-                    .file_name()
-                    .unwrap()
-                    .to_str()
-                    .unwrap();
+                let id = path.parent().unwrap().file_name().unwrap().to_str().unwrap();
                 if let Some(t) = tables.get(id) {
-                    let a: HashSet<String> =
-                        s.tables.iter().map(|t| t.name.to_lowercase()).collect();
-                    let b: HashSet<String> =
-                        t.tables.iter().map(|t| t.name.to_lowercase()).collect();
+                    let a: HashSet<String> = s.tables.iter().map(|t| t.name.to_lowercase()).collect();
+                    let b: HashSet<String> = t.tables.iter().map(|t| t.name.to_lowercase()).collect();
                     assert!(b.is_subset(&a) || a.is_subset(&b), "{id}: {a:?} vs {b:?}");
                 }
             }
@@ -172,7 +154,10 @@ fn spider_schema_sql_files_parse() {
 
 #[test]
 fn simple_forms_parse() {
-    let s = Schema::parse("singer: singer_id, name text, age int PK\n\n# comment\nconcert(concert_id, singer_id -> singer.singer_id)").unwrap();
+    let s = Schema::parse(
+        "singer: singer_id, name text, age int PK\n\n# comment\nconcert(concert_id, singer_id -> singer.singer_id)",
+    )
+    .unwrap();
     assert_eq!(s.tables.len(), 2);
     let singer = s.table("singer").unwrap();
     assert_eq!(singer.columns.len(), 3);
@@ -186,17 +171,12 @@ fn simple_forms_parse() {
 
 #[test]
 fn bad_text_gives_line_and_column() {
-    let err = Schema::parse("singer: a, b\nconcert a, b")
-        .unwrap_err()
-        .to_string();
+    let err = Schema::parse("singer: a, b\nconcert a, b").unwrap_err().to_string();
     assert!(err.contains("line 2, column 9"), "{err}");
     assert!(err.contains("expected `:` or `(`"), "{err}");
 
     let err = Schema::parse("t(a, b").unwrap_err().to_string();
-    assert!(
-        err.contains("line 1") && err.contains("missing `)`"),
-        "{err}"
-    );
+    assert!(err.contains("line 1") && err.contains("missing `)`"), "{err}");
 
     let err = Schema::parse("t: a,, b").unwrap_err().to_string();
     assert!(
@@ -205,10 +185,7 @@ fn bad_text_gives_line_and_column() {
     );
 
     let err = Schema::parse("t: a\nt: b").unwrap_err().to_string();
-    assert!(
-        err.contains("line 2") && err.contains("defined twice"),
-        "{err}"
-    );
+    assert!(err.contains("line 2") && err.contains("defined twice"), "{err}");
 
     let err = Schema::parse("CREATE TABLE t (a int,\n  b text,\n  c int c d e f)")
         .unwrap_err()
@@ -247,10 +224,7 @@ fn fit_cuts_unrelated_tables_then_columns_never_mentioned_ones_first() {
     assert_eq!(f.dropped_tables, 1);
     assert!(!f.text.contains("\nconcert("), "{}", f.text);
     assert!(f.text.contains("\nsinger("));
-    assert!(
-        !f.text.contains("-> concert."),
-        "keys into dropped tables go too"
-    );
+    assert!(!f.text.contains("-> concert."), "keys into dropped tables go too");
 
     // Tight budget: unmentioned tables, then unmentioned non-key columns, then
     // the last mentioned table go.
@@ -264,8 +238,5 @@ fn fit_cuts_unrelated_tables_then_columns_never_mentioned_ones_first() {
     assert_eq!(f.dropped_columns, 5);
 
     // Nothing fits.
-    assert!(s
-        .fit(SchemaFormat::Compact, q, |_| Ok(false))
-        .unwrap()
-        .is_none());
+    assert!(s.fit(SchemaFormat::Compact, q, |_| Ok(false)).unwrap().is_none());
 }

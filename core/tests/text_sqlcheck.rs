@@ -121,8 +121,7 @@ fn parse_errors_are_reported() {
 fn spider_dev_gold_queries_all_check_ok() {
     let tables = SpiderTables::from_file(shared().join("data/spider/tables.json")).unwrap();
     let dev: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(shared().join("data/spider/dev.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(shared().join("data/spider/dev.json")).unwrap()).unwrap();
     let mut bad = Vec::new();
     for ex in &dev {
         let sql = ex["query"].as_str().unwrap();
@@ -133,10 +132,5 @@ fn spider_dev_gold_queries_all_check_ok() {
         }
     }
     assert_eq!(dev.len(), 1034);
-    assert!(
-        bad.is_empty(),
-        "{} of 1034 flagged:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "{} of 1034 flagged:\n{}", bad.len(), bad.join("\n"));
 }

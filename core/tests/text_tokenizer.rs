@@ -19,9 +19,7 @@ fn model_path() -> PathBuf {
     }
     let cache = std::env::var_os("SQLORA_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora")
-        });
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora"));
     cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
@@ -33,8 +31,7 @@ fn gguf_metadata() -> HashMap<String, Value> {
 
 fn reference() -> serde_json::Value {
     let p = shared().join("peer/out/smollm2_reference.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
@@ -54,11 +51,7 @@ fn smollm2_gguf_matches_transformers_ids_and_round_trips() {
     assert!(fixed.len() >= 5);
     for case in fixed {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(
-            tok.encode(text, false).unwrap(),
-            ids(&case["ids"]),
-            "{text:?}"
-        );
+        assert_eq!(tok.encode(text, false).unwrap(), ids(&case["ids"]), "{text:?}");
         assert_eq!(
             tok.encode(text, true).unwrap(),
             ids(&case["ids_with_special"]),
@@ -82,19 +75,14 @@ fn smollm2_gguf_matches_transformers_ids_and_round_trips() {
     assert!(tok.stop_ids().contains(&2));
     assert_eq!(tok.token_text(2).as_deref(), Some("<|im_end|>"));
     // Control tokens are special: skipped on request.
-    assert_eq!(
-        tok.decode(&[1, 4093, 198, 2020, 2], true).unwrap(),
-        "user\nHow"
-    );
+    assert_eq!(tok.decode(&[1, 4093, 198, 2020, 2], true).unwrap(), "user\nHow");
 }
 
 #[test]
 fn smollm2_gguf_matches_its_tokenizer_json() {
     // transformers wrote its own tokenizer.json for the same model; both must agree.
     let gguf = Tokenizer::from_gguf_metadata(&gguf_metadata()).unwrap();
-    let json =
-        Tokenizer::from_json_file(shared().join("peer/out/smollm2-tokenizer/tokenizer.json"))
-            .unwrap();
+    let json = Tokenizer::from_json_file(shared().join("peer/out/smollm2-tokenizer/tokenizer.json")).unwrap();
     assert_eq!(json.bos_id(), Some(1));
     assert_eq!(json.eos_id(), Some(2));
     let texts = [
@@ -104,11 +92,7 @@ fn smollm2_gguf_matches_its_tokenizer_json() {
         "   leading and trailing   ",
     ];
     for t in texts {
-        assert_eq!(
-            gguf.encode(t, false).unwrap(),
-            json.encode(t, false).unwrap(),
-            "{t:?}"
-        );
+        assert_eq!(gguf.encode(t, false).unwrap(), json.encode(t, false).unwrap(), "{t:?}");
     }
 }
 
@@ -117,24 +101,13 @@ fn mistral_tokenizer_json_encodes_inst() {
     let path = shared().join("data/tokenizers/mistral-7b-v0.1/tokenizer.json");
     let tok = Tokenizer::from_json_file(&path).unwrap();
     // transformers' reference (SOURCES.md) counts without BOS.
-    assert_eq!(
-        tok.encode("[INST]", false).unwrap(),
-        vec![733, 16289, 28793]
-    );
+    assert_eq!(tok.encode("[INST]", false).unwrap(), vec![733, 16289, 28793]);
     // With special tokens the post-processor prepends <s> = 1.
-    assert_eq!(
-        tok.encode("[INST]", true).unwrap(),
-        vec![1, 733, 16289, 28793]
-    );
+    assert_eq!(tok.encode("[INST]", true).unwrap(), vec![1, 733, 16289, 28793]);
     assert_eq!(tok.bos_id(), Some(1));
     assert_eq!(tok.eos_id(), Some(2));
-    let ids = tok
-        .encode("[INST] How many singers? [/INST]", false)
-        .unwrap();
-    assert_eq!(
-        tok.decode(&ids, false).unwrap(),
-        "[INST] How many singers? [/INST]"
-    );
+    let ids = tok.encode("[INST] How many singers? [/INST]", false).unwrap();
+    assert_eq!(tok.decode(&ids, false).unwrap(), "[INST] How many singers? [/INST]");
 }
 
 /// A llama (SentencePiece) GGUF as llama.cpp's converter writes it, rebuilt
@@ -195,18 +168,10 @@ fn mistral_as_gguf_metadata() -> HashMap<String, Value> {
 #[test]
 fn llama_sentencepiece_gguf_matches_mistral_tokenizer_json() {
     let gguf = Tokenizer::from_gguf_metadata(&mistral_as_gguf_metadata()).unwrap();
-    let json =
-        Tokenizer::from_json_file(shared().join("data/tokenizers/mistral-7b-v0.1/tokenizer.json"))
-            .unwrap();
-    assert_eq!(
-        gguf.encode("[INST]", false).unwrap(),
-        vec![733, 16289, 28793]
-    );
+    let json = Tokenizer::from_json_file(shared().join("data/tokenizers/mistral-7b-v0.1/tokenizer.json")).unwrap();
+    assert_eq!(gguf.encode("[INST]", false).unwrap(), vec![733, 16289, 28793]);
     assert!(gguf.add_bos(), "llama GGUFs add BOS by default");
-    assert_eq!(
-        gguf.encode("[INST]", true).unwrap(),
-        vec![1, 733, 16289, 28793]
-    );
+    assert_eq!(gguf.encode("[INST]", true).unwrap(), vec![1, 733, 16289, 28793]);
     let texts = [
         "How many singers do we have?",
         "SELECT count(*) FROM singer WHERE age > 30;",
@@ -217,14 +182,10 @@ fn llama_sentencepiece_gguf_matches_mistral_tokenizer_json() {
     for t in texts {
         let a = gguf.encode(t, false).unwrap();
         assert_eq!(a, json.encode(t, false).unwrap(), "{t:?}");
-        assert_eq!(
-            gguf.decode(&a, false).unwrap(),
-            json.decode(&a, false).unwrap()
-        );
+        assert_eq!(gguf.decode(&a, false).unwrap(), json.decode(&a, false).unwrap());
     }
     assert_eq!(
-        gguf.decode(&gguf.encode("SELECT 1 🙂", false).unwrap(), true)
-            .unwrap(),
+        gguf.decode(&gguf.encode("SELECT 1 🙂", false).unwrap(), true).unwrap(),
         "SELECT 1 🙂"
     );
 }
@@ -262,25 +223,18 @@ fn streaming_decoder_reassembles_text_across_multibyte_tokens() {
 
 #[test]
 fn gguf_pre_fallback_and_errors() {
-    assert_eq!(
-        GgufPre::from_name("smollm"),
-        (GgufPre::DigitsByteLevel, true)
-    );
+    assert_eq!(GgufPre::from_name("smollm"), (GgufPre::DigitsByteLevel, true));
     assert_eq!(GgufPre::from_name("llama-bpe"), (GgufPre::Llama3, true));
     assert_eq!(GgufPre::from_name("something-new"), (GgufPre::Gpt2, false));
 
     let mut md = gguf_metadata();
-    md.insert(
-        "tokenizer.ggml.pre".into(),
-        Value::String("something-new".into()),
-    );
+    md.insert("tokenizer.ggml.pre".into(), Value::String("something-new".into()));
     let tok = Tokenizer::from_gguf_metadata(&md).unwrap();
     assert_eq!(tok.notes().len(), 1);
     assert!(tok.notes()[0].contains("something-new"));
     // GPT-2 regex groups digits: "30" is one pre-token now (ids differ from smollm's 35, 32).
     assert_eq!(
-        tok.decode(&tok.encode("age > 30", false).unwrap(), false)
-            .unwrap(),
+        tok.decode(&tok.encode("age > 30", false).unwrap(), false).unwrap(),
         "age > 30"
     );
 
@@ -292,13 +246,8 @@ fn gguf_pre_fallback_and_errors() {
     md.insert("tokenizer.ggml.model".into(), Value::String("bert".into()));
     md.insert("tokenizer.ggml.tokens".into(), Value::Array(vec![]));
     let err = Tokenizer::from_gguf_metadata(&md).unwrap_err().to_string();
-    assert!(
-        err.contains("unsupported GGUF tokenizer model `bert`"),
-        "{err}"
-    );
+    assert!(err.contains("unsupported GGUF tokenizer model `bert`"), "{err}");
 
-    let err = Tokenizer::from_json_bytes(b"{not json", None)
-        .unwrap_err()
-        .to_string();
+    let err = Tokenizer::from_json_bytes(b"{not json", None).unwrap_err().to_string();
     assert!(err.contains("tokenizer.json"), "{err}");
 }

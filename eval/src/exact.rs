@@ -8,9 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::parse::{
-    ColUnit, CondItem, CondUnit, Condition, Select, Sql, TableUnit, ValUnit, Value, OP_IN, OP_LIKE,
-};
+use crate::parse::{ColUnit, CondItem, CondUnit, Condition, Select, Sql, TableUnit, ValUnit, Value, OP_IN, OP_LIKE};
 use crate::schema::Schema;
 
 /// Foreign-key map of one database (`__t.c__` → class representative).
@@ -153,12 +151,7 @@ fn eval_group(pred: &Sql, gold: &Sql) -> bool {
 fn eval_having(pred: &Sql, gold: &Sql) -> bool {
     let pt = usize::from(!pred.group_by.is_empty());
     let gt = usize::from(!gold.group_by.is_empty());
-    let cols = |sql: &Sql| {
-        sql.group_by
-            .iter()
-            .map(|c| c.col.clone())
-            .collect::<Vec<_>>()
-    };
+    let cols = |sql: &Sql| sql.group_by.iter().map(|c| c.col.clone()).collect::<Vec<_>>();
     let hit = pt == 1 && gt == 1 && cols(pred) == cols(gold) && pred.having == gold.having;
     full(usize::from(hit), pt, gt)
 }
@@ -166,9 +159,7 @@ fn eval_having(pred: &Sql, gold: &Sql) -> bool {
 fn eval_order(pred: &Sql, gold: &Sql) -> bool {
     let pt = usize::from(pred.order_by.is_some());
     let gt = usize::from(gold.order_by.is_some());
-    let hit = gold.order_by.is_some()
-        && pred.order_by == gold.order_by
-        && pred.limit.is_some() == gold.limit.is_some();
+    let hit = gold.order_by.is_some() && pred.order_by == gold.order_by && pred.limit.is_some() == gold.limit.is_some();
     full(usize::from(hit), pt, gt)
 }
 
@@ -233,11 +224,7 @@ fn keywords(sql: &Sql) -> HashSet<&'static str> {
 
 fn eval_keywords(pred: &Sql, gold: &Sql) -> bool {
     let (p, g) = (keywords(pred), keywords(gold));
-    full(
-        p.iter().filter(|k| g.contains(*k)).count(),
-        p.len(),
-        g.len(),
-    )
+    full(p.iter().filter(|k| g.contains(*k)).count(), p.len(), g.len())
 }
 
 // ---- normalisation (`rebuild_sql_val`, `rebuild_sql_col`) ----
@@ -285,10 +272,7 @@ fn valid_col_units(tables: &[TableUnit], schema: &Schema) -> HashSet<String> {
         .collect();
     schema
         .ids()
-        .filter(|id| {
-            id.find('.')
-                .is_some_and(|dot| prefixes.contains(&id[..dot]))
-        })
+        .filter(|id| id.find('.').is_some_and(|dot| prefixes.contains(&id[..dot])))
         .map(str::to_string)
         .collect()
 }
@@ -311,11 +295,7 @@ fn rebuild_val_unit(valid: &HashSet<String>, mut v: ValUnit, kmap: &ForeignKeyMa
 
 /// Condition units get their left side rebuilt; right-hand sub-queries are
 /// left as they are (upstream does not recurse there).
-fn rebuild_cond_col(
-    valid: &HashSet<String>,
-    items: Vec<CondItem>,
-    kmap: &ForeignKeyMap,
-) -> Vec<CondItem> {
+fn rebuild_cond_col(valid: &HashSet<String>, items: Vec<CondItem>, kmap: &ForeignKeyMap) -> Vec<CondItem> {
     items
         .into_iter()
         .map(|item| match item {
@@ -352,9 +332,7 @@ fn rebuild_col(valid: &HashSet<String>, mut sql: Sql, kmap: &ForeignKeyMap) -> S
             .collect();
     }
     sql.having = rebuild_cond_col(valid, sql.having, kmap);
-    sql.intersect = sql
-        .intersect
-        .map(|s| Box::new(rebuild_col(valid, *s, kmap)));
+    sql.intersect = sql.intersect.map(|s| Box::new(rebuild_col(valid, *s, kmap)));
     sql.except = sql.except.map(|s| Box::new(rebuild_col(valid, *s, kmap)));
     sql.union = sql.union.map(|s| Box::new(rebuild_col(valid, *s, kmap)));
     sql

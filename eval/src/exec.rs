@@ -54,9 +54,7 @@ impl PartialEq for Cell {
             (Cell::Null, Cell::Null) => true,
             (Cell::Int(a), Cell::Int(b)) => a == b,
             (Cell::Real(a), Cell::Real(b)) => a == b,
-            (Cell::Int(a), Cell::Real(b)) | (Cell::Real(b), Cell::Int(a)) => {
-                (*a as f64) == *b && b.fract() == 0.0
-            }
+            (Cell::Int(a), Cell::Real(b)) | (Cell::Real(b), Cell::Int(a)) => (*a as f64) == *b && b.fract() == 0.0,
             (Cell::Text(a), Cell::Text(b)) => a == b,
             (Cell::Blob(a), Cell::Blob(b)) => a == b,
             _ => false,
@@ -191,11 +189,9 @@ impl Sandbox {
                 message: "database file not found".into(),
             });
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_err)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(sqlite_err)?;
         // Spider's gold queries use double-quoted string literals; allow them
         // whatever the library's compile-time default.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML, true)
@@ -237,8 +233,7 @@ impl Sandbox {
     /// Run `sql` and fetch every row, within the limits.
     pub fn query(&self, sql: &str) -> std::result::Result<Vec<Row>, ExecError> {
         self.reset_hooks();
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + self.limits.timeout);
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.limits.timeout);
         let res = self.run(sql);
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match res {
@@ -269,10 +264,7 @@ impl Sandbox {
     /// Prepare one statement and insist it is a read-only query: statements
     /// the authorizer never sees (e.g. `VACUUM INTO`) are refused here.
     fn prepare(&self, sql: &str) -> std::result::Result<rusqlite::Statement<'_>, ExecError> {
-        let stmt = self
-            .conn
-            .prepare(sql)
-            .map_err(|e| ExecError::Sql(e.to_string()))?;
+        let stmt = self.conn.prepare(sql).map_err(|e| ExecError::Sql(e.to_string()))?;
         if !stmt.readonly() || stmt.column_count() == 0 {
             return Err(ExecError::Denied("not a read-only query".into()));
         }
@@ -280,18 +272,12 @@ impl Sandbox {
     }
 
     fn reset_hooks(&self) {
-        self.denied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.denied.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.reads.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Report a sandbox denial as such rather than as a generic SQL error.
-    fn finish<T>(
-        &self,
-        res: std::result::Result<T, ExecError>,
-    ) -> std::result::Result<T, ExecError> {
+    fn finish<T>(&self, res: std::result::Result<T, ExecError>) -> std::result::Result<T, ExecError> {
         let denied = self.denied.lock().unwrap_or_else(|e| e.into_inner());
         match res {
             Err(_) if !denied.is_empty() => Err(ExecError::Denied(denied.join(", "))),
@@ -300,15 +286,9 @@ impl Sandbox {
     }
 }
 
-fn authorize(
-    ctx: AuthContext<'_>,
-    denied: &Mutex<Vec<String>>,
-    reads: &Mutex<Vec<(String, String)>>,
-) -> Authorization {
+fn authorize(ctx: AuthContext<'_>, denied: &Mutex<Vec<String>>, reads: &Mutex<Vec<(String, String)>>) -> Authorization {
     match ctx.action {
-        AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive => {
-            Authorization::Allow
-        }
+        AuthAction::Select | AuthAction::Function { .. } | AuthAction::Recursive => Authorization::Allow,
         AuthAction::Read {
             table_name,
             column_name,
@@ -355,11 +335,7 @@ pub fn result_eq(gold: &[Row], pred: &[Row], order_matters: bool) -> bool {
             pred.to_vec()
         } else {
             pred.iter()
-                .map(|r| {
-                    perm.iter()
-                        .map(|&i| r.get(i).cloned().unwrap_or(Cell::Null))
-                        .collect()
-                })
+                .map(|r| perm.iter().map(|&i| r.get(i).cloned().unwrap_or(Cell::Null)).collect())
                 .collect()
         };
         let ok = if order_matters {
@@ -414,11 +390,7 @@ fn multiset_eq(a: &[Row], b: &[Row]) -> bool {
 /// Column permutations worth trying. Upstream samples 20 random prediction
 /// rows to prune candidates for more than 3 columns; pruning with every row
 /// is deterministic and keeps only permutations that can still succeed.
-fn candidate_permutations(
-    gold_col_sets: &[HashSet<&Cell>],
-    pred: &[Row],
-    ncols: usize,
-) -> Vec<Vec<usize>> {
+fn candidate_permutations(gold_col_sets: &[HashSet<&Cell>], pred: &[Row], ncols: usize) -> Vec<Vec<usize>> {
     let mut allowed: Vec<Vec<usize>> = vec![(0..ncols).collect(); ncols];
     if ncols > 3 {
         for (g, allowed_g) in allowed.iter_mut().enumerate() {
@@ -435,13 +407,7 @@ fn candidate_permutations(
     out
 }
 
-fn permute(
-    allowed: &[Vec<usize>],
-    pos: usize,
-    cur: &mut Vec<usize>,
-    used: &mut [bool],
-    out: &mut Vec<Vec<usize>>,
-) {
+fn permute(allowed: &[Vec<usize>], pos: usize, cur: &mut Vec<usize>, used: &mut [bool], out: &mut Vec<Vec<usize>>) {
     if pos == allowed.len() {
         out.push(cur.clone());
         return;
@@ -466,10 +432,7 @@ fn permute(
 
 /// `'> ='` → `'>='` etc., as the test-suite evaluator does before running.
 pub fn postprocess(query: &str) -> String {
-    query
-        .replace("> =", ">=")
-        .replace("< =", "<=")
-        .replace("! =", "!=")
+    query.replace("> =", ">=").replace("< =", "<=").replace("! =", "!=")
 }
 
 /// `YEAR(CURDATE())` → `2020` (MySQL-ism in some predictions).
@@ -506,9 +469,7 @@ pub fn remove_distinct(query: &str) -> String {
             i = end;
         } else if c.is_alphanumeric() || c == '_' {
             let mut j = i;
-            while j < chars.len()
-                && (chars[j].is_alphanumeric() || chars[j] == '_' || chars[j] == '$')
-            {
+            while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_' || chars[j] == '$') {
                 j += 1;
             }
             let word: String = chars[i..j].iter().collect();
@@ -529,9 +490,7 @@ mod tests {
     use super::*;
 
     fn rows(v: &[&[i64]]) -> Vec<Row> {
-        v.iter()
-            .map(|r| r.iter().map(|&x| Cell::Int(x)).collect())
-            .collect()
+        v.iter().map(|r| r.iter().map(|&x| Cell::Int(x)).collect()).collect()
     }
 
     #[test]
@@ -542,11 +501,7 @@ mod tests {
         assert!(result_eq(&g, &rows(&[&[2, 1], &[4, 3]]), true));
         assert!(!result_eq(&g, &rows(&[&[1, 2], &[1, 2]]), false));
         assert!(!result_eq(&g, &rows(&[&[1, 2]]), false));
-        assert!(result_eq(
-            &[vec![Cell::Int(2)]],
-            &[vec![Cell::Real(2.0)]],
-            false
-        ));
+        assert!(result_eq(&[vec![Cell::Int(2)]], &[vec![Cell::Real(2.0)]], false));
         assert!(result_eq(&[], &[], true));
     }
 

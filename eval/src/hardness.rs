@@ -14,12 +14,7 @@ pub enum Hardness {
 }
 
 impl Hardness {
-    pub const ALL: [Hardness; 4] = [
-        Hardness::Easy,
-        Hardness::Medium,
-        Hardness::Hard,
-        Hardness::Extra,
-    ];
+    pub const ALL: [Hardness; 4] = [Hardness::Easy, Hardness::Medium, Hardness::Hard, Hardness::Extra];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -78,10 +73,7 @@ fn count_component1(sql: &Sql) -> usize {
     .count();
     count += sql.from_tables.len().saturating_sub(1);
     count += all_conjunctions(sql).iter().filter(|c| **c == "or").count();
-    count += all_cond_units(sql)
-        .iter()
-        .filter(|u| u.op == OP_LIKE)
-        .count();
+    count += all_cond_units(sql).iter().filter(|u| u.op == OP_LIKE).count();
     count
 }
 

@@ -21,8 +21,7 @@ pub use error::{Error, Result};
 pub use hardness::Hardness;
 pub use report::{ByLevel, Report};
 pub use spider::{
-    read_gold_file, read_pred_file, read_spider_json, EvalOptions, Evaluator, ExampleResult,
-    GoldExample,
+    read_gold_file, read_pred_file, read_spider_json, EvalOptions, Evaluator, ExampleResult, GoldExample,
 };
 
 /// Score `predictions` (same order as `gold`) and aggregate.

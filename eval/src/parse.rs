@@ -197,11 +197,7 @@ fn tables_with_alias(schema: &Schema, toks: &[String]) -> Result<HashMap<String,
         if t == "as" {
             let next = toks.get(i + 1).ok_or_else(|| err("`as` at the end"))?;
             // upstream's toks[idx-1] wraps around for idx == 0
-            let prev = if i == 0 {
-                &toks[toks.len() - 1]
-            } else {
-                &toks[i - 1]
-            };
+            let prev = if i == 0 { &toks[toks.len() - 1] } else { &toks[i - 1] };
             aliases.insert(next.clone(), prev.clone());
         }
     }
@@ -256,20 +252,10 @@ impl<'a> Parser<'a> {
             .ok_or_else(|| err(format!("unknown table or alias `{name}`")))
     }
 
-    fn col(
-        &self,
-        toks: &[String],
-        idx: usize,
-        default_tables: &[String],
-    ) -> Result<(usize, String)> {
-        let tok = toks
-            .get(idx)
-            .ok_or_else(|| err("unexpected end of query"))?;
+    fn col(&self, toks: &[String], idx: usize, default_tables: &[String]) -> Result<(usize, String)> {
+        let tok = toks.get(idx).ok_or_else(|| err("unexpected end of query"))?;
         if tok == "*" {
-            return Ok((
-                idx + 1,
-                self.schema.id("*").unwrap_or("__all__").to_string(),
-            ));
+            return Ok((idx + 1, self.schema.id("*").unwrap_or("__all__").to_string()));
         }
         if tok.contains('.') {
             let parts: Vec<&str> = tok.split('.').collect();
@@ -305,12 +291,7 @@ impl<'a> Parser<'a> {
         Err(err(format!("unknown column `{tok}`")))
     }
 
-    fn col_unit(
-        &self,
-        toks: &[String],
-        start: usize,
-        default_tables: &[String],
-    ) -> Result<(usize, ColUnit)> {
+    fn col_unit(&self, toks: &[String], start: usize, default_tables: &[String]) -> Result<(usize, ColUnit)> {
         let get = |i: usize| {
             toks.get(i)
                 .map(String::as_str)
@@ -381,11 +362,7 @@ impl<'a> Parser<'a> {
         idx = next;
         let mut op = 0;
         let mut col2 = None;
-        if let Some(o) = self
-            .toks
-            .get(idx)
-            .and_then(|t| UNIT_OPS.iter().position(|u| u == t))
-        {
+        if let Some(o) = self.toks.get(idx).and_then(|t| UNIT_OPS.iter().position(|u| u == t)) {
             op = o;
             idx += 1;
             let (next, c2) = self.col_unit(self.toks, idx, default_tables)?;
@@ -401,11 +378,7 @@ impl<'a> Parser<'a> {
 
     fn table_unit(&self, idx: usize) -> Result<(usize, String, String)> {
         let key = self.alias(self.tok(idx)?)?.to_string();
-        let next = if self.at(idx + 1, "as") {
-            idx + 3
-        } else {
-            idx + 1
-        };
+        let next = if self.at(idx + 1, "as") { idx + 3 } else { idx + 1 };
         let id = self
             .schema
             .id(&key)
@@ -493,11 +466,7 @@ impl<'a> Parser<'a> {
                     break;
                 }
                 if t == "and" || t == "or" {
-                    conds.push(if t == "and" {
-                        CondItem::And
-                    } else {
-                        CondItem::Or
-                    });
+                    conds.push(if t == "and" { CondItem::And } else { CondItem::Or });
                     idx += 1;
                 }
             }
@@ -616,11 +585,7 @@ impl<'a> Parser<'a> {
         Ok((idx, units))
     }
 
-    fn order_by(
-        &self,
-        start: usize,
-        default_tables: &[String],
-    ) -> Result<(usize, Option<OrderBy>)> {
+    fn order_by(&self, start: usize, default_tables: &[String]) -> Result<(usize, Option<OrderBy>)> {
         let mut idx = start;
         if !self.at(idx, "order") {
             return Ok((idx, None));
@@ -661,9 +626,7 @@ impl<'a> Parser<'a> {
             return Ok((idx, None));
         }
         let t = self.tok(idx + 1)?;
-        let n = t
-            .parse::<i64>()
-            .map_err(|_| err(format!("bad LIMIT `{t}`")))?;
+        let n = t.parse::<i64>().map_err(|_| err(format!("bad LIMIT `{t}`")))?;
         Ok((idx + 2, Some(n)))
     }
 
@@ -726,12 +689,7 @@ impl<'a> Parser<'a> {
         Ok((idx, sql))
     }
 
-    fn where_or_having(
-        &self,
-        idx: usize,
-        keyword: &str,
-        default_tables: &[String],
-    ) -> Result<(usize, Vec<CondItem>)> {
+    fn where_or_having(&self, idx: usize, keyword: &str, default_tables: &[String]) -> Result<(usize, Vec<CondItem>)> {
         if !self.at(idx, keyword) {
             return Ok((idx, vec![]));
         }

@@ -73,8 +73,7 @@ struct Tally {
 
 impl Report {
     pub fn from_results(results: &[ExampleResult], executed: bool) -> Report {
-        let mut tallies: BTreeMap<&str, Tally> =
-            LEVELS.iter().map(|l| (*l, Tally::default())).collect();
+        let mut tallies: BTreeMap<&str, Tally> = LEVELS.iter().map(|l| (*l, Tally::default())).collect();
         for r in results {
             let levels = [r.hardness.map(Hardness::as_str), Some("all")];
             for level in levels.into_iter().flatten() {
@@ -120,10 +119,7 @@ impl Report {
         let row = |name: &str, vals: [String; 5]| {
             format!(
                 "{name:<20} {}\n",
-                vals.iter()
-                    .map(|v| format!("{v:<20}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                vals.iter().map(|v| format!("{v:<20}")).collect::<Vec<_>>().join(" ")
             )
         };
         s += &row("", LEVELS.map(String::from));

@@ -36,11 +36,9 @@ impl Schema {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_err)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(sqlite_err)?;
         let names: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type='table'")
             .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
@@ -48,16 +46,10 @@ impl Schema {
         let mut tables = HashMap::new();
         for name in names {
             let cols: Vec<String> = conn
-                .prepare(&format!(
-                    "PRAGMA table_info(\"{}\")",
-                    name.replace('"', "\"\"")
-                ))
+                .prepare(&format!("PRAGMA table_info(\"{}\")", name.replace('"', "\"\"")))
                 .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(1))?.collect())
                 .map_err(sqlite_err)?;
-            tables.insert(
-                name.to_lowercase(),
-                cols.iter().map(|c| c.to_lowercase()).collect(),
-            );
+            tables.insert(name.to_lowercase(), cols.iter().map(|c| c.to_lowercase()).collect());
         }
         Ok(Schema::new(tables))
     }
@@ -93,23 +85,18 @@ impl TableEntry {
         let cols: Vec<String> = self
             .column_names_original
             .iter()
-            .map(|(t, c)| {
-                match usize::try_from(*t)
-                    .ok()
-                    .and_then(|t| self.table_names_original.get(t))
-                {
+            .map(
+                |(t, c)| match usize::try_from(*t).ok().and_then(|t| self.table_names_original.get(t)) {
                     Some(table) => format!("__{}.{}__", table.to_lowercase(), c.to_lowercase()),
                     None => "__all__".to_string(),
-                }
-            })
+                },
+            )
             .collect();
         // Classes are grown greedily in tables.json order, like upstream
         // (a key pair joins the first class holding either key).
         let mut classes: Vec<HashSet<usize>> = Vec::new();
         for &(k1, k2) in &self.foreign_keys {
-            let pos = classes
-                .iter()
-                .position(|s| s.contains(&k1) || s.contains(&k2));
+            let pos = classes.iter().position(|s| s.contains(&k1) || s.contains(&k2));
             let class = match pos {
                 Some(p) => &mut classes[p],
                 None => {
@@ -142,13 +129,8 @@ impl TableEntry {
             .map(|t| (t.to_lowercase(), HashSet::new()))
             .collect();
         for (t, c) in &self.column_names_original {
-            if let Some(table) = usize::try_from(*t)
-                .ok()
-                .and_then(|t| self.table_names_original.get(t))
-            {
-                out.entry(table.to_lowercase())
-                    .or_default()
-                    .insert(c.to_lowercase());
+            if let Some(table) = usize::try_from(*t).ok().and_then(|t| self.table_names_original.get(t)) {
+                out.entry(table.to_lowercase()).or_default().insert(c.to_lowercase());
             }
         }
         out
@@ -167,11 +149,10 @@ impl Tables {
             path: path.to_path_buf(),
             source,
         })?;
-        let entries: Vec<TableEntry> =
-            serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let entries: Vec<TableEntry> = serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Tables {
             entries: entries.into_iter().map(|e| (e.db_id.clone(), e)).collect(),
         })

@@ -150,12 +150,7 @@ impl Evaluator {
     }
 
     /// Score one prediction.
-    pub fn score(
-        &mut self,
-        index: usize,
-        gold: &GoldExample,
-        prediction: &str,
-    ) -> Result<ExampleResult> {
+    pub fn score(&mut self, index: usize, gold: &GoldExample, prediction: &str) -> Result<ExampleResult> {
         let execute = self.options.execute;
         let keep_distinct = self.options.keep_distinct;
         let ctx = self.db(&gold.db_id)?;
@@ -171,8 +166,7 @@ impl Evaluator {
         let exact_match = match &gold_sql {
             Some(g) => {
                 let g = exact::normalize(g.clone(), &ctx.schema, &ctx.kmap);
-                let p =
-                    exact::normalize(pred_sql.unwrap_or_else(Sql::empty), &ctx.schema, &ctx.kmap);
+                let p = exact::normalize(pred_sql.unwrap_or_else(Sql::empty), &ctx.schema, &ctx.kmap);
                 exact::exact_match(&p, &g)
             }
             None => false,
@@ -203,11 +197,10 @@ impl Evaluator {
         let pred_fixed = exec::postprocess(prediction);
         if let Ok(access) = sandbox.check(&pred_fixed) {
             result.valid_sql = true;
-            result.schema_valid = access.reads.iter().all(|(t, c)| {
-                ctx.declared
-                    .get(t)
-                    .is_some_and(|cols| c.is_empty() || cols.contains(c))
-            });
+            result.schema_valid = access
+                .reads
+                .iter()
+                .all(|(t, c)| ctx.declared.get(t).is_some_and(|cols| c.is_empty() || cols.contains(c)));
         }
 
         // Execution (test-suite evaluator on a single database).

@@ -17,10 +17,7 @@ use crate::error::{Error, Result};
 /// Split a SQL string into the official scorer's tokens (lower-cased, string
 /// literals kept whole with their double quotes).
 pub fn tokenize(sql: &str) -> Result<Vec<String>> {
-    let mut chars: Vec<char> = sql
-        .chars()
-        .map(|c| if c == '\'' { '"' } else { c })
-        .collect();
+    let mut chars: Vec<char> = sql.chars().map(|c| if c == '\'' { '"' } else { c }).collect();
     let quotes: Vec<usize> = chars
         .iter()
         .enumerate()
@@ -28,9 +25,7 @@ pub fn tokenize(sql: &str) -> Result<Vec<String>> {
         .map(|(i, _)| i)
         .collect();
     if !quotes.len().is_multiple_of(2) {
-        return Err(Error::Parse(
-            "unexpected quote (odd number of quotes)".into(),
-        ));
+        return Err(Error::Parse("unexpected quote (odd number of quotes)".into()));
     }
     // Replace from the last pair backwards so earlier indices stay valid.
     let mut values = HashMap::new();
@@ -118,10 +113,7 @@ static ENDING_RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (re("\""), " '' "),
         (re(r"\s+"), " "),
         (re(r"([^' ])('[sS]|'[mM]|'[dD]|') "), "${1} ${2} "),
-        (
-            re(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "),
-            "${1} ${2} ",
-        ),
+        (re(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), "${1} ${2} "),
         // contractions (MacIntyre); `wanna` needs a following space, kept by
         // capturing it instead of a look-ahead.
         (re(r"(?i)\b(can)(not)\b"), " ${1} ${2} "),
@@ -156,9 +148,7 @@ mod tests {
 
     #[test]
     fn splits_like_the_official_tokenizer() {
-        let toks =
-            tokenize("SELECT T1.name, count(*) FROM a AS T1 WHERE x >= 'Bob''s' AND y != 3;")
-                .unwrap();
+        let toks = tokenize("SELECT T1.name, count(*) FROM a AS T1 WHERE x >= 'Bob''s' AND y != 3;").unwrap();
         assert_eq!(
             toks,
             [
@@ -189,10 +179,7 @@ mod tests {
     #[test]
     fn keeps_nltk_quirks() {
         // `=` is never split off, a comma before a digit stays attached.
-        assert_eq!(
-            nltk_word_tokenize("a=1 ,2 b,c"),
-            ["a=1", ",2", "b", ",", "c"]
-        );
+        assert_eq!(nltk_word_tokenize("a=1 ,2 b,c"), ["a=1", ",2", "b", ",", "c"]);
         assert_eq!(
             tokenize("select \"x\" from t").unwrap(),
             ["select", "\"x\"", "from", "t"]

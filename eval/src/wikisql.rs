@@ -134,9 +134,7 @@ fn split_keyword<'a>(s: &'a str, word: &str) -> Vec<&'a str> {
 
 fn find_column(name: &str, header: &[String]) -> Option<usize> {
     let name = unquote(name);
-    header
-        .iter()
-        .position(|h| h.trim().eq_ignore_ascii_case(name.trim()))
+    header.iter().position(|h| h.trim().eq_ignore_ascii_case(name.trim()))
 }
 
 /// Read a predicted query back into a logical form against `header`.
@@ -264,8 +262,7 @@ pub fn evaluate(examples: &[WikiExample], predictions: &[String]) -> (WikiReport
         .enumerate()
         .map(|(index, (ex, pred))| {
             let parsed = parse_prediction(pred, &ex.header);
-            let valid_sql =
-                empty_table(ex).is_ok_and(|c| c.prepare(pred).is_ok_and(|s| s.readonly()));
+            let valid_sql = empty_table(ex).is_ok_and(|c| c.prepare(pred).is_ok_and(|s| s.readonly()));
             WikiResult {
                 index,
                 question: ex.question.clone(),
@@ -280,8 +277,7 @@ pub fn evaluate(examples: &[WikiExample], predictions: &[String]) -> (WikiReport
     let n = results.len();
     let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
     let report = WikiReport {
-        evaluation:
-            "logical-form exact match (WikiSQL tables have no rows here; no execution accuracy)",
+        evaluation: "logical-form exact match (WikiSQL tables have no rows here; no execution accuracy)",
         count: n,
         logical_form_accuracy: frac(results.iter().filter(|r| r.logical_form_match).count()),
         parsed: frac(results.iter().filter(|r| r.parsed).count()),

@@ -62,27 +62,17 @@ fn slow_queries_and_writes_are_stopped_and_file_unchanged() {
     for q in SLOW {
         let t = Instant::now();
         assert_eq!(sandbox.query(q), Err(ExecError::Timeout), "{q}");
-        assert!(
-            t.elapsed() < Duration::from_secs(3),
-            "{q} took {:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_secs(3), "{q} took {:?}", t.elapsed());
     }
     for q in WRITES {
         let res = sandbox.query(q);
-        assert!(
-            matches!(res, Err(ExecError::Denied(_))),
-            "{q} was not denied: {res:?}"
-        );
+        assert!(matches!(res, Err(ExecError::Denied(_))), "{q} was not denied: {res:?}");
         assert!(sandbox.check(q).is_err(), "{q} passed the validity check");
     }
     // Too many rows is refused too; ordinary reads still work afterwards.
     let many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 5000) SELECT x FROM c";
     assert_eq!(sandbox.query(many), Err(ExecError::TooManyRows));
-    assert_eq!(
-        sandbox.query("SELECT count(*) FROM singer").unwrap().len(),
-        1
-    );
+    assert_eq!(sandbox.query("SELECT count(*) FROM singer").unwrap().len(), 1);
     drop(sandbox);
 
     assert_eq!(sha256(&db), before, "database file changed");
@@ -101,12 +91,7 @@ fn evaluator_reports_timeouts_and_denials_as_wrong() {
         },
         ..Default::default()
     };
-    let mut evaluator = Evaluator::new(
-        &common::spider().join("tables.json"),
-        &root.join("database"),
-        options,
-    )
-    .unwrap();
+    let mut evaluator = Evaluator::new(&common::spider().join("tables.json"), &root.join("database"), options).unwrap();
     let gold_sql = "SELECT count(*) FROM singer";
     let preds: Vec<String> = SLOW
         .iter()

@@ -41,25 +41,13 @@ fn example_predictions_match_official_exact_and_execution() {
     assert_eq!(execution, [0.432, 0.516, 0.540, 0.312, 0.466]);
 
     // Per-example exact-match failures must be exactly the ones listed.
-    let official_misses: Vec<(&str, &str)> = official_match
-        .lines()
-        .filter_map(|l| l.split_once(" pred: "))
-        .collect();
+    let official_misses: Vec<(&str, &str)> = official_match.lines().filter_map(|l| l.split_once(" pred: ")).collect();
     let ours: Vec<(&str, &str)> = results
         .iter()
         .filter(|r| !r.exact_match)
-        .map(|r| {
-            (
-                r.hardness.map(|h| h.as_str()).unwrap_or("?"),
-                r.prediction.as_str(),
-            )
-        })
+        .map(|r| (r.hardness.map(|h| h.as_str()).unwrap_or("?"), r.prediction.as_str()))
         .collect();
-    assert_eq!(
-        ours.len(),
-        official_misses.len(),
-        "number of exact-match failures"
-    );
+    assert_eq!(ours.len(), official_misses.len(), "number of exact-match failures");
     for (i, (a, b)) in ours.iter().zip(&official_misses).enumerate() {
         assert_eq!(a, b, "failure #{i} differs");
     }

@@ -54,10 +54,7 @@ fn e_sql_text(e: &sqlora_eval::wikisql::WikiExample) -> String {
     };
     s += &format!(" FROM {}", e.table_name);
     for (i, (c, o, v)) in e.sql.conds.iter().enumerate() {
-        let v = v
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string());
+        let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
         s += &format!(
             "{} {} {} {v}",
             if i == 0 { " WHERE" } else { " AND" },

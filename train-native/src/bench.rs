@@ -60,12 +60,18 @@ fn decode(a: DecodeArgs) -> anyhow::Result<()> {
     std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
     let base = crate::fetch::base_or_default(a.base.as_deref())?;
     let dev = Device::Cpu;
-    let format = if a.dequantize { BaseFormat::F32 } else { BaseFormat::AsStored };
+    let format = if a.dequantize {
+        BaseFormat::F32
+    } else {
+        BaseFormat::AsStored
+    };
     let t0 = Instant::now();
     let source = ModelSource::parse(&base)?;
     let (model, tok, _) = weights::load(&source, format, &dev)?.into_model(&dev)?;
     let load_s = t0.elapsed().as_secs_f64();
-    let prompt = tok.encode(BENCH_PROMPT, false).context("encoding the benchmark prompt")?;
+    let prompt = tok
+        .encode(BENCH_PROMPT, false)
+        .context("encoding the benchmark prompt")?;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for run in 0..=a.runs {
         let mut cache = model.new_cache();
@@ -99,8 +105,16 @@ fn decode(a: DecodeArgs) -> anyhow::Result<()> {
         println!("model        {base}");
         println!("threads      {}", a.threads);
         println!("load         {load_s:.2} s");
-        println!("prompt       {:.1} tok/s ({} tokens, median of {})", pp, prompt.len(), a.runs);
-        println!("decode       {:.1} tok/s ({} tokens, median of {})", tg, a.new_tokens, a.runs);
+        println!(
+            "prompt       {:.1} tok/s ({} tokens, median of {})",
+            pp,
+            prompt.len(),
+            a.runs
+        );
+        println!(
+            "decode       {:.1} tok/s ({} tokens, median of {})",
+            tg, a.new_tokens, a.runs
+        );
     }
     Ok(())
 }

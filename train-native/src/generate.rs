@@ -65,16 +65,25 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let base = crate::fetch::base_or_default(a.base.as_deref())?;
-    let format = if a.dequantize { BaseFormat::F32 } else { BaseFormat::AsStored };
+    let format = if a.dequantize {
+        BaseFormat::F32
+    } else {
+        BaseFormat::AsStored
+    };
     let mut t2s = Text2Sql::load(&base, format, &Device::Cpu).with_context(|| format!("loading {base}"))?;
     if let Some(dir) = &a.adapter {
-        t2s.apply_adapter(dir).with_context(|| format!("applying adapter {}", dir.display()))?;
+        t2s.apply_adapter(dir)
+            .with_context(|| format!("applying adapter {}", dir.display()))?;
     }
     let prompt = build_prompt(&a, &t2s)?;
     if a.show_prompt {
         eprintln!("----- prompt -----\n{prompt}\n------------------");
     }
-    let ids = if a.raw { t2s.tokenizer.encode(&prompt, false)? } else { t2s.tokenizer.encode_prompt(&prompt)? };
+    let ids = if a.raw {
+        t2s.tokenizer.encode(&prompt, false)?
+    } else {
+        t2s.tokenizer.encode_prompt(&prompt)?
+    };
     if let Some(path) = &a.dump_logits {
         let x = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         let logits: Vec<f32> = t2s.model.forward_last(&x, 0, None)?.squeeze(0)?.to_vec1()?;
@@ -115,7 +124,9 @@ fn build_prompt(a: &Args, t2s: &Text2Sql) -> anyhow::Result<String> {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         return Ok(text);
     }
-    let Some(question) = &a.question else { bail!("give --question (or --prompt-file)") };
+    let Some(question) = &a.question else {
+        bail!("give --question (or --prompt-file)")
+    };
     let schema = match (&a.schema, &a.tables, &a.db_id) {
         (Some(path), _, _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

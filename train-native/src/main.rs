@@ -12,7 +12,11 @@ mod quickstart;
 mod train;
 
 #[derive(Parser)]
-#[command(name = "sqlora", version, about = "Text-to-SQL with 4-bit QLoRA: train, evaluate, export, generate")]
+#[command(
+    name = "sqlora",
+    version,
+    about = "Text-to-SQL with 4-bit QLoRA: train, evaluate, export, generate"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

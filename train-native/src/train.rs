@@ -86,10 +86,15 @@ pub fn run(args: Args) -> Result<()> {
         let saved = out.join("train_config.toml");
         if let Ok(text) = std::fs::read_to_string(&saved) {
             if text != cfg.to_toml() {
-                bail!("{}: the run being resumed used another configuration; resume with the same settings", saved.display());
+                bail!(
+                    "{}: the run being resumed used another configuration; resume with the same settings",
+                    saved.display()
+                );
             }
         }
-        let (_, dir) = checkpoint::list(&out)?.pop().with_context(|| format!("{}: no checkpoint to resume from", out.display()))?;
+        let (_, dir) = checkpoint::list(&out)?
+            .pop()
+            .with_context(|| format!("{}: no checkpoint to resume from", out.display()))?;
         Some(dir)
     } else {
         None
@@ -101,11 +106,22 @@ pub fn run(args: Args) -> Result<()> {
     let ckpt = weights::load(&ModelSource::parse(&base)?, base_format(&cfg.quantization), &device)?;
     let base_name = ckpt.name.clone();
     let (mut model, tok, template) = ckpt.into_model(&device)?;
-    let spec = LoraSpec { r: cfg.lora_r, alpha: cfg.lora_alpha, dropout: cfg.lora_dropout, targets: cfg.target_modules.clone() };
+    let spec = LoraSpec {
+        r: cfg.lora_r,
+        alpha: cfg.lora_alpha,
+        dropout: cfg.lora_dropout,
+        targets: cfg.target_modules.clone(),
+    };
     let params = lora_setup::attach(&mut model, &spec, cfg.seed)?;
     check_gradient_flow(&model, &params)?;
 
-    let settings = PromptSettings::for_model(&tok, template.as_deref(), &cfg.system_prompt, cfg.few_shot, cfg.max_length)?;
+    let settings = PromptSettings::for_model(
+        &tok,
+        template.as_deref(),
+        &cfg.system_prompt,
+        cfg.few_shot,
+        cfg.max_length,
+    )?;
     let (train, eval, stats) = load_and_encode(&cfg, &tok, &settings, &say)?;
     say(format!(
         "train: {} sequences ({} schemas cut to fit max_length {}, {} dropped); eval: {} sequences",
@@ -116,7 +132,10 @@ pub fn run(args: Args) -> Result<()> {
         eval.len()
     ));
     if train.is_empty() {
-        bail!("no training sequence left (all dropped by max_length {}?)", cfg.max_length);
+        bail!(
+            "no training sequence left (all dropped by max_length {}?)",
+            cfg.max_length
+        );
     }
 
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
@@ -162,7 +181,12 @@ pub fn build_trainer(
 ) -> Result<Trainer> {
     let opt = optim::AdamW::new(
         params,
-        AdamWConfig { beta1: cfg.adam_beta1, beta2: cfg.adam_beta2, eps: cfg.adam_epsilon, weight_decay: cfg.weight_decay },
+        AdamWConfig {
+            beta1: cfg.adam_beta1,
+            beta2: cfg.adam_beta2,
+            eps: cfg.adam_epsilon,
+            weight_decay: cfg.weight_decay,
+        },
     )?;
     let s = Settings {
         batch_size: cfg.batch_size,
@@ -186,13 +210,21 @@ pub fn build_trainer(
         schedule: LrSchedule::new(SchedulerKind::Cosine, cfg.learning_rate, 1, 0.0, 0),
         train,
         eval,
-        pad_id: tok.pad_id().context("the tokenizer has neither a pad nor an EOS token")?,
+        pad_id: tok
+            .pad_id()
+            .context("the tokenizer has neither a pad nor an EOS token")?,
         spec,
         base_name,
         s,
     };
     let total = t.total_steps() as usize;
-    t.schedule = LrSchedule::new(SchedulerKind::parse(&cfg.lr_scheduler)?, cfg.learning_rate, total, cfg.warmup_ratio, cfg.warmup_steps);
+    t.schedule = LrSchedule::new(
+        SchedulerKind::parse(&cfg.lr_scheduler)?,
+        cfg.learning_rate,
+        total,
+        cfg.warmup_ratio,
+        cfg.warmup_steps,
+    );
     Ok(t)
 }
 
@@ -216,7 +248,10 @@ pub fn load_and_encode(
     let mut eval = if cfg.eval_data.is_empty() {
         let n = (train.len() as f64 * cfg.eval_fraction).round() as usize;
         let mut idx: Vec<usize> = (0..train.len()).collect();
-        rand::seq::SliceRandom::shuffle(&mut idx[..], &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(cfg.seed));
+        rand::seq::SliceRandom::shuffle(
+            &mut idx[..],
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(cfg.seed),
+        );
         let held: std::collections::HashSet<usize> = idx[..n].iter().copied().collect();
         let (e, t): (Vec<_>, Vec<_>) = train.into_iter().enumerate().partition(|(i, _)| held.contains(i));
         train = t.into_iter().map(|(_, x)| x).collect();
@@ -224,7 +259,10 @@ pub fn load_and_encode(
     } else {
         let loaded = data::load(Path::new(&cfg.eval_data), tables, cfg.skip_malformed)?;
         if loaded.skipped > 0 {
-            say(format!("{}: skipped {} malformed records", cfg.eval_data, loaded.skipped));
+            say(format!(
+                "{}: skipped {} malformed records",
+                cfg.eval_data, loaded.skipped
+            ));
         }
         loaded.examples
     };
@@ -235,14 +273,22 @@ pub fn load_and_encode(
         eval.truncate(cfg.limit_eval);
     }
     let eos = tok.eos_id().context("the tokenizer has no EOS token")?;
-    let enc = Encoder { tok, settings: settings.clone(), eos };
+    let enc = Encoder {
+        tok,
+        settings: settings.clone(),
+        eos,
+    };
     let shots = (cfg.few_shot > 0).then(|| FewShot::new(&train));
     let mut stats = EncodeStats::default();
     let encode_all = |exs: &[data::Example], from_pool: bool, stats: &mut EncodeStats| -> Result<Vec<Encoded>> {
         let mut out = vec![];
         for (i, ex) in exs.iter().enumerate() {
             let picked: Vec<&data::Example> = match &shots {
-                Some(fs) => fs.nearest(&ex.question, cfg.few_shot, from_pool.then_some(i)).into_iter().map(|j| &train[j]).collect(),
+                Some(fs) => fs
+                    .nearest(&ex.question, cfg.few_shot, from_pool.then_some(i))
+                    .into_iter()
+                    .map(|j| &train[j])
+                    .collect(),
                 None => vec![],
             };
             if let Some(e) = enc.encode(ex, &picked, stats)? {
@@ -255,7 +301,10 @@ pub fn load_and_encode(
     let mut eval_stats = EncodeStats::default();
     let eval_enc = encode_all(&eval, false, &mut eval_stats)?;
     if eval_stats.dropped > 0 {
-        say(format!("eval: {} examples dropped (longer than max_length even with the schema cut)", eval_stats.dropped));
+        say(format!(
+            "eval: {} examples dropped (longer than max_length even with the schema cut)",
+            eval_stats.dropped
+        ));
     }
     Ok((train_enc, eval_enc, stats))
 }
@@ -275,7 +324,10 @@ pub fn resolve_base(spec: &str) -> Result<String> {
     };
     let p = dir.join(FILE);
     if !p.is_file() {
-        bail!("{}: default base model not found (run `sqlora fetch-model`, or set base / SQLORA_MODEL)", p.display());
+        bail!(
+            "{}: default base model not found (run `sqlora fetch-model`, or set base / SQLORA_MODEL)",
+            p.display()
+        );
     }
     Ok(p.display().to_string())
 }
@@ -294,7 +346,8 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         s if s.starts_with("cuda") => {
             let n = s.strip_prefix("cuda").and_then(|r| r.strip_prefix(':')).unwrap_or("0");
             let n: usize = n.parse().with_context(|| format!("device `{s}`: expected cuda:N"))?;
-            Device::new_cuda(n).with_context(|| format!("device `{s}` (is this build compiled with `--features cuda`?)"))
+            Device::new_cuda(n)
+                .with_context(|| format!("device `{s}` (is this build compiled with `--features cuda`?)"))
         }
         other => bail!("device `{other}`: expected cpu or cuda:N"),
     }
@@ -309,9 +362,18 @@ fn check_gradient_flow(model: &Model, params: &[Param]) -> Result<()> {
     let logits = model.forward(&ids, 0, None)?;
     let loss = logits.to_dtype(candle_core::DType::F32)?.sqr()?.mean_all()?;
     let grads = loss.backward()?;
-    let first_b = params.iter().find(|p| p.name.ends_with("lora_B.weight")).context("no LoRA B parameter")?;
+    let first_b = params
+        .iter()
+        .find(|p| p.name.ends_with("lora_B.weight"))
+        .context("no LoRA B parameter")?;
     let flows = match grads.get(first_b.var.as_tensor()) {
-        Some(g) => g.abs()?.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? > 0.0,
+        Some(g) => {
+            g.abs()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_scalar::<f32>()?
+                > 0.0
+        }
         None => false,
     };
     if !flows {

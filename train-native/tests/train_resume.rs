@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, Tensor};
 
 fn shared() -> PathBuf {
-    std::env::var_os("SQLORA_SHARED").map(Into::into).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+    std::env::var_os("SQLORA_SHARED")
+        .map(Into::into)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
 
 /// An HF model directory: tiny llama config, random safetensors, SmolLM2's tokenizer.
@@ -54,8 +56,14 @@ fn tiny_model_dir(root: &Path) -> PathBuf {
         ] {
             t.insert(format!("{p}.{name}.weight"), rand(shape, 0.3));
         }
-        t.insert(format!("{p}.input_layernorm.weight"), Tensor::ones(h, DType::F32, &dev).unwrap());
-        t.insert(format!("{p}.post_attention_layernorm.weight"), Tensor::ones(h, DType::F32, &dev).unwrap());
+        t.insert(
+            format!("{p}.input_layernorm.weight"),
+            Tensor::ones(h, DType::F32, &dev).unwrap(),
+        );
+        t.insert(
+            format!("{p}.post_attention_layernorm.weight"),
+            Tensor::ones(h, DType::F32, &dev).unwrap(),
+        );
     }
     candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
     let tok = shared().join("peer/out/smollm2-tokenizer");
@@ -122,13 +130,19 @@ fn killed_and_resumed_run_ends_bit_identical() {
         .unwrap();
     let t0 = Instant::now();
     while !b.join("checkpoint-000002").is_dir() {
-        assert!(child.try_wait().unwrap().is_none(), "run b ended before its first checkpoint");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run b ended before its first checkpoint"
+        );
         assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint after 300 s");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!b.join("adapter_model.safetensors").exists(), "run b finished before the kill: the test proves nothing");
+    assert!(
+        !b.join("adapter_model.safetensors").exists(),
+        "run b finished before the kill: the test proves nothing"
+    );
     assert!(!b.join("checkpoint-000006").exists());
 
     let o = train_cmd(&model, &b).arg("--resume").arg("--quiet").output().unwrap();
@@ -141,23 +155,45 @@ fn killed_and_resumed_run_ends_bit_identical() {
         std::fs::read_to_string(d.join("metrics.jsonl"))
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect()
     };
     assert_eq!(steps(&a), steps(&b));
     // Only the newest keep_checkpoints (3) remain.
-    let ckpts = std::fs::read_dir(&b).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("checkpoint-")).count();
+    let ckpts = std::fs::read_dir(&b)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("checkpoint-")
+        })
+        .count();
     assert_eq!(ckpts, 3);
     let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
 fn print_config_and_bad_keys() {
-    let o = Command::new(env!("CARGO_BIN_EXE_sqlora")).args(["train", "--print-config", "--set", "lora_r=8"]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sqlora"))
+        .args(["train", "--print-config", "--set", "lora_r=8"])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
-    assert!(text.contains("lora_r = 8") && text.contains("learning_rate = 0.0002"), "{text}");
-    let o = Command::new(env!("CARGO_BIN_EXE_sqlora")).args(["train", "--print-config", "--set", "lora_rank=8"]).output().unwrap();
+    assert!(
+        text.contains("lora_r = 8") && text.contains("learning_rate = 0.0002"),
+        "{text}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_sqlora"))
+        .args(["train", "--print-config", "--set", "lora_rank=8"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("lora_rank"));
 }

@@ -77,9 +77,7 @@ fn js_err(msg: &str) -> JsValue {
 fn absolute_base(asset_base: Option<String>) -> String {
     let page = page_base();
     match asset_base {
-        Some(b) => web_sys::Url::new_with_base(&b, &page)
-            .map(|u| u.href())
-            .unwrap_or(b),
+        Some(b) => web_sys::Url::new_with_base(&b, &page).map(|u| u.href()).unwrap_or(b),
         None => page,
     }
 }
@@ -95,11 +93,7 @@ fn client(asset_base: Option<String>) -> Client {
 
 /// `init(modelUrl, onProgress?, assetBase?)`: download (or take from the
 /// cache) and load a GGUF model in the worker.
-pub fn init(
-    model_url: String,
-    on_progress: Option<Function>,
-    asset_base: Option<String>,
-) -> Promise {
+pub fn init(model_url: String, on_progress: Option<Function>, asset_base: Option<String>) -> Promise {
     let client = client(asset_base);
     Promise::new(&mut |resolve, reject| {
         API.with(|api| {
@@ -113,20 +107,13 @@ pub fn init(
             api.on_progress = on_progress.clone();
             api.url = Some(model_url.clone());
         });
-        client.send(ToWorker::Load {
-            url: model_url.clone(),
-        });
+        client.send(ToWorker::Load { url: model_url.clone() });
     })
 }
 
 /// `generate(schema, question, options?, onToken?)`: resolves with the SQL, the
 /// completion, timings and the check against `schema`.
-pub fn generate(
-    schema: String,
-    question: String,
-    options: JsValue,
-    on_token: Option<Function>,
-) -> Promise {
+pub fn generate(schema: String, question: String, options: JsValue, on_token: Option<Function>) -> Promise {
     let options: Result<GenOptions, _> = if options.is_undefined() || options.is_null() {
         Ok(GenOptions::default())
     } else {

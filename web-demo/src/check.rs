@@ -73,10 +73,7 @@ mod tests {
         }
         assert_eq!(
             summarize(crate::examples::CONCERT_SINGER).unwrap(),
-            SchemaSummary {
-                tables: 4,
-                columns: 21
-            }
+            SchemaSummary { tables: 4, columns: 21 }
         );
     }
 
@@ -87,10 +84,7 @@ mod tests {
         assert!(good.ok && good.issues.is_empty(), "{good:?}");
         let unknown = check(schema, "SELECT nickname FROM singers");
         assert!(!unknown.ok);
-        assert!(
-            unknown.issues.iter().any(|i| i.contains("singers")),
-            "{unknown:?}"
-        );
+        assert!(unknown.issues.iter().any(|i| i.contains("singers")), "{unknown:?}");
         let broken = check(schema, "SELEC name FROM");
         assert_eq!(broken.summary, "does not parse");
         assert!(!check(schema, "DELETE FROM singer").ok);

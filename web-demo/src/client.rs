@@ -133,10 +133,7 @@ impl Client {
         let on_error = {
             let handler = handler.clone();
             Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
-                let detail = ev
-                    .dyn_ref::<ErrorEvent>()
-                    .map(|e| e.message())
-                    .unwrap_or_default();
+                let detail = ev.dyn_ref::<ErrorEvent>().map(|e| e.message()).unwrap_or_default();
                 handler(FromWorker::Error {
                     stage: Stage::Load,
                     message: format!("the model worker failed: {detail} (are {WORKER_JS} and {WORKER_WASM} served?)"),
@@ -155,17 +152,11 @@ impl Client {
 /// trunk builds the worker with wasm-bindgen's `no-modules` target: a tiny
 /// classic script imports it and starts its wasm.
 fn new_worker(base: &str) -> Result<Worker, String> {
-    let script =
-        format!(r#"importScripts("{base}{WORKER_JS}"); wasm_bindgen("{base}{WORKER_WASM}");"#);
+    let script = format!(r#"importScripts("{base}{WORKER_JS}"); wasm_bindgen("{base}{WORKER_WASM}");"#);
     let parts = js_sys::Array::of1(&JsValue::from_str(&script));
     let opts = BlobPropertyBag::new();
     opts.set_type("text/javascript");
-    let fail = |e: JsValue| {
-        format!(
-            "cannot start the model worker: {}",
-            crate::download::js_error(e)
-        )
-    };
+    let fail = |e: JsValue| format!("cannot start the model worker: {}", crate::download::js_error(e));
     let blob = Blob::new_with_str_sequence_and_options(&parts, &opts).map_err(fail)?;
     let url = Url::create_object_url_with_blob(&blob).map_err(fail)?;
     Worker::new(&url).map_err(fail)

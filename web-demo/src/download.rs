@@ -43,10 +43,7 @@ async fn open_cache() -> Result<Cache, String> {
 
 /// The model at `url`, from the cache when present, else downloaded (and then
 /// cached). `on_progress(loaded, total)` sees download progress.
-pub async fn fetch_model(
-    url: &str,
-    on_progress: &mut dyn FnMut(f64, Option<f64>),
-) -> Result<Downloaded, String> {
+pub async fn fetch_model(url: &str, on_progress: &mut dyn FnMut(f64, Option<f64>)) -> Result<Downloaded, String> {
     // The cache is an optimisation: if it is unavailable (e.g. an insecure
     // origin) the model is still downloaded.
     let cache = open_cache().await.ok();
@@ -79,18 +76,13 @@ pub async fn fetch_model(
     })
 }
 
-async fn download(
-    url: &str,
-    on_progress: &mut dyn FnMut(f64, Option<f64>),
-) -> Result<Vec<u8>, String> {
-    let resp = JsFuture::from(scope().fetch_with_str(url))
-        .await
-        .map_err(|e| {
-            format!(
-                "could not download {url}: {} (is the URL right and the server up?)",
-                js_error(e)
-            )
-        })?;
+async fn download(url: &str, on_progress: &mut dyn FnMut(f64, Option<f64>)) -> Result<Vec<u8>, String> {
+    let resp = JsFuture::from(scope().fetch_with_str(url)).await.map_err(|e| {
+        format!(
+            "could not download {url}: {} (is the URL right and the server up?)",
+            js_error(e)
+        )
+    })?;
     let resp: Response = resp.unchecked_into();
     if !resp.ok() {
         return Err(format!(
@@ -133,13 +125,9 @@ async fn read_body(
     let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut bytes = Vec::with_capacity(total.unwrap_or(0.0) as usize);
     loop {
-        let chunk = JsFuture::from(reader.read()).await.map_err(|e| {
-            format!(
-                "download interrupted after {} bytes: {}",
-                bytes.len(),
-                js_error(e)
-            )
-        })?;
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| format!("download interrupted after {} bytes: {}", bytes.len(), js_error(e)))?;
         let done = Reflect::get(&chunk, &"done".into())
             .ok()
             .and_then(|v| v.as_bool())
@@ -171,8 +159,6 @@ pub async fn clear() -> Result<usize, String> {
     let keys = JsFuture::from(cache.keys()).await.map_err(js_error)?;
     let n = js_sys::Array::from(&keys).length() as usize;
     let caches = scope().caches().map_err(js_error)?;
-    JsFuture::from(caches.delete(CACHE_NAME))
-        .await
-        .map_err(js_error)?;
+    JsFuture::from(caches.delete(CACHE_NAME)).await.map_err(js_error)?;
     Ok(n)
 }

@@ -38,30 +38,18 @@ impl Engine {
     pub fn from_gguf_bytes(bytes: Vec<u8>, origin: &str) -> Result<Self, String> {
         let file = GgufFile::from_bytes(Bytes::from(bytes), origin).map_err(|e| e.to_string())?;
         let name = match file.metadata().get("general.name") {
-            Some(v) => v
-                .to_string()
-                .cloned()
-                .unwrap_or_else(|_| origin.to_string()),
+            Some(v) => v.to_string().cloned().unwrap_or_else(|_| origin.to_string()),
             None => origin.to_string(),
         };
-        let settings = match file
-            .metadata()
-            .get(PROMPT_SETTINGS_KEY)
-            .map(|v| v.to_string())
-        {
-            Some(Ok(json)) => {
-                PromptSettings::from_json(json).map_err(|e| format!("{origin}: {e}"))?
-            }
+        let settings = match file.metadata().get(PROMPT_SETTINGS_KEY).map(|v| v.to_string()) {
+            Some(Ok(json)) => PromptSettings::from_json(json).map_err(|e| format!("{origin}: {e}"))?,
             _ => PromptSettings::default(),
         };
         let checkpoint = file
             .checkpoint(BaseFormat::AsStored, &Device::Cpu)
             .map_err(|e| e.to_string())?;
-        let (model, tok, _) = checkpoint
-            .into_model(&Device::Cpu)
-            .map_err(|e| e.to_string())?;
-        let template = ChatTemplate::from_gguf_metadata(file.metadata(), &tok)
-            .map_err(|e| format!("{origin}: {e}"))?;
+        let (model, tok, _) = checkpoint.into_model(&Device::Cpu).map_err(|e| e.to_string())?;
+        let template = ChatTemplate::from_gguf_metadata(file.metadata(), &tok).map_err(|e| format!("{origin}: {e}"))?;
         Ok(Engine {
             model,
             tok,
@@ -107,8 +95,7 @@ impl Engine {
             first.get_or_insert_with(now_ms);
             on_token(piece)
         };
-        let out = generate(&self.model, &self.tok, &prompt.ids, &cfg, &mut callback)
-            .map_err(|e| e.to_string())?;
+        let out = generate(&self.model, &self.tok, &prompt.ids, &cfg, &mut callback).map_err(|e| e.to_string())?;
         let end = now_ms();
         let ttft = first.unwrap_or(end) - start;
         let decode_ms = end - start - ttft;
@@ -180,10 +167,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let engine = Engine::from_gguf_bytes(bytes, &path.display().to_string()).unwrap();
         let prompt = engine
-            .prompt(
-                crate::examples::CONCERT_SINGER,
-                "How many singers do we have?",
-            )
+            .prompt(crate::examples::CONCERT_SINGER, "How many singers do we have?")
             .unwrap();
         let t0 = std::time::Instant::now();
         let now = || t0.elapsed().as_secs_f64() * 1000.0;
@@ -198,18 +182,11 @@ mod tests {
                 true
             })
             .unwrap();
-        assert_eq!(
-            streamed, stats.text,
-            "streamed pieces add up to the completion"
-        );
+        assert_eq!(streamed, stats.text, "streamed pieces add up to the completion");
         // The zero-shot base writes a SELECT but not a correct one (it sums
         // Song_Name); naming `singer` is asserted for fine-tuned models in the
         // browser test.
-        assert!(
-            stats.sql.to_ascii_lowercase().starts_with("select"),
-            "{}",
-            stats.sql
-        );
+        assert!(stats.sql.to_ascii_lowercase().starts_with("select"), "{}", stats.sql);
         assert!(
             prompt.text.contains("Table singer:"),
             "core's compact schema format is in the prompt"

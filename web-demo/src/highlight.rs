@@ -93,9 +93,7 @@ pub fn tokens(sql: &str) -> Vec<(Kind, &str)> {
     let mut rest = sql;
     while let Some(c) = rest.chars().next() {
         let len = match c {
-            c if c.is_whitespace() => rest
-                .find(|c: char| !c.is_whitespace())
-                .unwrap_or(rest.len()),
+            c if c.is_whitespace() => rest.find(|c: char| !c.is_whitespace()).unwrap_or(rest.len()),
             '\'' | '"' | '`' => quoted_len(rest, c),
             c if c.is_ascii_digit() => rest
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -80,9 +80,7 @@ fn mb(bytes: f64) -> String {
 impl State {
     fn new() -> State {
         State {
-            model_url: RwSignal::new(
-                query_model_url().unwrap_or_else(|| DEFAULT_MODEL_URL.to_string()),
-            ),
+            model_url: RwSignal::new(query_model_url().unwrap_or_else(|| DEFAULT_MODEL_URL.to_string())),
             model: RwSignal::new(ModelState::Empty),
             schema: RwSignal::new(EXAMPLES[0].schema.to_string()),
             question: RwSignal::new(EXAMPLES[0].question.to_string()),
@@ -105,9 +103,7 @@ impl State {
     fn on_message(&self, msg: FromWorker) {
         match msg {
             FromWorker::Ready => {}
-            FromWorker::Progress { loaded, total } => {
-                self.model.set(ModelState::Loading { loaded, total })
-            }
+            FromWorker::Progress { loaded, total } => self.model.set(ModelState::Loading { loaded, total }),
             FromWorker::Loaded {
                 bytes,
                 from_cache,
@@ -194,8 +190,7 @@ impl State {
             return;
         }
         self.generating.set(false);
-        self.notice
-            .set("Stopped. Reloading the model from the cache…".into());
+        self.notice.set("Stopped. Reloading the model from the cache…".into());
         CLIENT.with(|c| {
             if let Some(c) = c.borrow().as_ref() {
                 c.restart()
@@ -250,16 +245,8 @@ fn App(state: State) -> impl IntoView {
 fn ModelPanel(state: State) -> impl IntoView {
     let progress_text = move || match state.model.get() {
         ModelState::Empty => "No model loaded.".to_string(),
-        ModelState::Loading {
-            loaded,
-            total: Some(t),
-        } if t > 0.0 => {
-            format!(
-                "Downloading {} / {} ({:.0}%)",
-                mb(loaded),
-                mb(t),
-                100.0 * loaded / t
-            )
+        ModelState::Loading { loaded, total: Some(t) } if t > 0.0 => {
+            format!("Downloading {} / {} ({:.0}%)", mb(loaded), mb(t), 100.0 * loaded / t)
         }
         ModelState::Loading { loaded, .. } => format!("Loading… {}", mb(loaded)),
         ModelState::Ready {
@@ -270,20 +257,13 @@ fn ModelPanel(state: State) -> impl IntoView {
         } => format!(
             "Loaded {model} ({}, {}) in {:.1} s.",
             mb(bytes),
-            if from_cache {
-                "from cache"
-            } else {
-                "downloaded"
-            },
+            if from_cache { "from cache" } else { "downloaded" },
             load_ms / 1000.0
         ),
         ModelState::Failed => "Loading failed.".to_string(),
     };
     let fraction = move || match state.model.get() {
-        ModelState::Loading {
-            loaded,
-            total: Some(t),
-        } if t > 0.0 => (loaded / t).min(1.0),
+        ModelState::Loading { loaded, total: Some(t) } if t > 0.0 => (loaded / t).min(1.0),
         ModelState::Ready { .. } => 1.0,
         _ => 0.0,
     };

@@ -13,7 +13,10 @@ pub enum Bytes {
 impl Bytes {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn map(path: &std::path::Path) -> crate::Result<Self> {
-        let io = |source| crate::Error::Io { path: path.to_path_buf(), source };
+        let io = |source| crate::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: weight files are not modified while a model is loaded; the
         // map is read-only and dropped with the last tensor that borrows it.

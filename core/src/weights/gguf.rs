@@ -20,7 +20,15 @@ use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// The GGUF names of one layer's seven projections, in [`ModelConfig::linear_shapes`] order.
-const LINEARS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+const LINEARS: [&str; 7] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
 
 pub struct GgufFile {
     origin: PathBuf,
@@ -77,9 +85,15 @@ impl GgufFile {
     }
 
     fn meta_usize(&self, key: &str) -> Result<usize> {
-        let v = self.meta(key).ok_or_else(|| Error::file(&self.origin, format!("missing metadata `{key}`")))?;
-        let n = v.to_u64().or_else(|_| v.to_u32().map(u64::from)).or_else(|_| v.to_i32().map(|x| x as u64));
-        n.map(|n| n as usize).map_err(|e| Error::file(&self.origin, format!("metadata `{key}`: {e}")))
+        let v = self
+            .meta(key)
+            .ok_or_else(|| Error::file(&self.origin, format!("missing metadata `{key}`")))?;
+        let n = v
+            .to_u64()
+            .or_else(|_| v.to_u32().map(u64::from))
+            .or_else(|_| v.to_i32().map(|x| x as u64));
+        n.map(|n| n as usize)
+            .map_err(|e| Error::file(&self.origin, format!("metadata `{key}`: {e}")))
     }
 
     fn meta_f64(&self, key: &str) -> Option<f64> {
@@ -97,12 +111,17 @@ impl GgufFile {
     pub fn config(&self) -> Result<ModelConfig> {
         let arch = self.architecture()?;
         if arch != "llama" && arch != "mistral" {
-            return Err(Error::UnknownArchitecture(format!("{arch} (in {})", self.origin.display())));
+            return Err(Error::UnknownArchitecture(format!(
+                "{arch} (in {})",
+                self.origin.display()
+            )));
         }
         let k = |s: &str| format!("{arch}.{s}");
         let hidden = self.meta_usize(&k("embedding_length"))?;
         let heads = self.meta_usize(&k("attention.head_count"))?;
-        let head_dim = self.meta_usize(&k("rope.dimension_count")).unwrap_or(hidden / heads.max(1));
+        let head_dim = self
+            .meta_usize(&k("rope.dimension_count"))
+            .unwrap_or(hidden / heads.max(1));
         let embd = self.info("token_embd.weight")?;
         let vocab = embd.shape.dims()[0];
         let id = |key: &str| self.meta(key).and_then(|v| v.to_u32().ok());
@@ -128,10 +147,10 @@ impl GgufFile {
     }
 
     fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| Error::MissingTensor { path: self.origin.clone(), name: name.to_string() })
+        self.content.tensor_infos.get(name).ok_or_else(|| Error::MissingTensor {
+            path: self.origin.clone(),
+            name: name.to_string(),
+        })
     }
 
     /// Raw bytes of a tensor, as stored.
@@ -172,7 +191,10 @@ impl GgufFile {
     }
 
     fn dense(&self, name: &str, expected: &[usize], device: &Device) -> Result<Tensor> {
-        Ok(self.qtensor(name, expected, device)?.dequantize(device)?.to_dtype(DType::F32)?)
+        Ok(self
+            .qtensor(name, expected, device)?
+            .dequantize(device)?
+            .to_dtype(DType::F32)?)
     }
 
     fn linear(&self, q: QTensor, format: BaseFormat, device: &Device) -> Result<Linear> {
@@ -227,11 +249,18 @@ impl GgufFile {
                 _ => self.linear(q, BaseFormat::AsStored, device)?,
             })
         };
-        Ok(ModelWeights { embed_tokens, layers, norm: self.dense("output_norm.weight", &[h], device)?, lm_head })
+        Ok(ModelWeights {
+            embed_tokens,
+            layers,
+            norm: self.dense("output_norm.weight", &[h], device)?,
+            lm_head,
+        })
     }
 
     pub fn chat_template(&self) -> Option<String> {
-        self.meta("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned()
+        self.meta("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
     }
 
     pub fn tokenizer(&self) -> Result<Tokenizer> {
@@ -246,8 +275,10 @@ impl GgufFile {
             .meta("general.name")
             .and_then(|v| v.to_string().ok().cloned())
             .unwrap_or_else(|| self.origin.display().to_string());
-        let prompt_settings =
-            self.meta(crate::export::PROMPT_SETTINGS_KEY).and_then(|v| v.to_string().ok()).cloned();
+        let prompt_settings = self
+            .meta(crate::export::PROMPT_SETTINGS_KEY)
+            .and_then(|v| v.to_string().ok())
+            .cloned();
         Ok(Checkpoint {
             config,
             weights,
@@ -264,7 +295,9 @@ fn byte_len(info: &TensorInfo) -> Result<usize> {
     let n = info.shape.elem_count();
     let bs = info.ggml_dtype.block_size();
     if n % bs != 0 {
-        return Err(Error::msg(format!("tensor of {n} elements is not a whole number of {bs}-blocks")));
+        return Err(Error::msg(format!(
+            "tensor of {n} elements is not a whole number of {bs}-blocks"
+        )));
     }
     Ok(n / bs * info.ggml_dtype.type_size())
 }

@@ -17,12 +17,20 @@ pub fn download(id: &str) -> Result<PathBuf> {
         .map_err(|e| hub_err("hub client", &e))?;
     let repo = api.model(id.to_string());
     let config = repo.get("config.json").map_err(|e| hub_err("config.json", &e))?;
-    let dir = config.parent().map(PathBuf::from).ok_or_else(|| Error::Hub(format!("`{id}`: odd cache path")))?;
+    let dir = config
+        .parent()
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::Hub(format!("`{id}`: odd cache path")))?;
     match repo.get("model.safetensors.index.json") {
         Ok(index) => {
-            let text = std::fs::read_to_string(&index).map_err(|source| Error::Io { path: index.clone(), source })?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| Error::Json { path: index.clone(), source })?;
+            let text = std::fs::read_to_string(&index).map_err(|source| Error::Io {
+                path: index.clone(),
+                source,
+            })?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: index.clone(),
+                source,
+            })?;
             let mut files: Vec<String> = v["weight_map"]
                 .as_object()
                 .map(|m| m.values().filter_map(|f| f.as_str().map(str::to_string)).collect())
@@ -34,7 +42,8 @@ pub fn download(id: &str) -> Result<PathBuf> {
             }
         }
         Err(_) => {
-            repo.get("model.safetensors").map_err(|e| hub_err("model.safetensors", &e))?;
+            repo.get("model.safetensors")
+                .map_err(|e| hub_err("model.safetensors", &e))?;
         }
     }
     for f in ["tokenizer.json", "tokenizer_config.json"] {

@@ -34,23 +34,28 @@ pub struct HfCheckpoint {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl HfCheckpoint {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(dir: &Path) -> Result<Self> {
         let config_path = dir.join("config.json");
-        let config_text = String::from_utf8(read(&config_path)?)
-            .map_err(|_| Error::file(&config_path, "not UTF-8 text"))?;
+        let config_text =
+            String::from_utf8(read(&config_path)?).map_err(|_| Error::file(&config_path, "not UTF-8 text"))?;
         let index_path = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index_path.is_file() {
             #[derive(serde::Deserialize)]
             struct Index {
                 weight_map: HashMap<String, String>,
             }
-            let idx: Index = serde_json::from_slice(&read(&index_path)?)
-                .map_err(|source| Error::Json { path: index_path.clone(), source })?;
+            let idx: Index = serde_json::from_slice(&read(&index_path)?).map_err(|source| Error::Json {
+                path: index_path.clone(),
+                source,
+            })?;
             let mut names: Vec<String> = idx.weight_map.into_values().collect();
             names.sort();
             names.dedup();
@@ -63,7 +68,10 @@ impl HfCheckpoint {
             if !f.is_file() {
                 return Err(Error::file(&f, "missing safetensors file"));
             }
-            shards.push(Shard { bytes: Bytes::map(&f)?, origin: f });
+            shards.push(Shard {
+                bytes: Bytes::map(&f)?,
+                origin: f,
+            });
         }
         let opt = |n: &str| {
             let p = dir.join(n);
@@ -103,7 +111,15 @@ impl HfCheckpoint {
             }
             out.push(Shard { origin, bytes });
         }
-        Ok(HfCheckpoint { config, config_origin, shards: out, index, tokenizer_json, tokenizer_config, name })
+        Ok(HfCheckpoint {
+            config,
+            config_origin,
+            shards: out,
+            index,
+            tokenizer_json,
+            tokenizer_config,
+            name,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -113,13 +129,18 @@ impl HfCheckpoint {
     /// A tensor by HF name, shape-checked, in its stored dtype.
     pub fn tensor(&self, name: &str, expected: &[usize], device: &Device) -> Result<Tensor> {
         let &i = self.index.get(name).ok_or_else(|| Error::MissingTensor {
-            path: self.shards.first().map_or(self.config_origin.clone(), |s| s.origin.clone()),
+            path: self
+                .shards
+                .first()
+                .map_or(self.config_origin.clone(), |s| s.origin.clone()),
             name: name.to_string(),
         })?;
         let shard = &self.shards[i];
         let st = SafeTensors::deserialize(&shard.bytes)
             .map_err(|e| Error::file(&shard.origin, format!("not a readable safetensors file: {e}")))?;
-        let view = st.tensor(name).map_err(|e| Error::file(&shard.origin, format!("tensor `{name}`: {e}")))?;
+        let view = st
+            .tensor(name)
+            .map_err(|e| Error::file(&shard.origin, format!("tensor `{name}`: {e}")))?;
         if view.shape() != expected {
             return Err(Error::ShapeMismatch {
                 path: shard.origin.clone(),
@@ -128,7 +149,8 @@ impl HfCheckpoint {
                 found: view.shape().to_vec(),
             });
         }
-        view.load(device).map_err(|e| Error::file(&shard.origin, format!("tensor `{name}`: {e}")))
+        view.load(device)
+            .map_err(|e| Error::file(&shard.origin, format!("tensor `{name}`: {e}")))
     }
 
     pub fn weights(&self, format: BaseFormat, device: &Device) -> Result<ModelWeights> {
@@ -145,18 +167,29 @@ impl HfCheckpoint {
             }
             layers.push(LayerWeights {
                 input_layernorm: f32(self.tensor(&format!("{p}.input_layernorm.weight"), &[h], device)?)?,
-                post_attention_layernorm: f32(self.tensor(&format!("{p}.post_attention_layernorm.weight"), &[h], device)?)?,
+                post_attention_layernorm: f32(self.tensor(
+                    &format!("{p}.post_attention_layernorm.weight"),
+                    &[h],
+                    device,
+                )?)?,
                 linears: linears.try_into().map_err(|_| Error::msg("seven linears per layer"))?,
             });
         }
         let dense = |t: Tensor| -> Result<Tensor> {
-            Ok(if format == BaseFormat::AsStored { t } else { t.to_dtype(DType::F32)? })
+            Ok(if format == BaseFormat::AsStored {
+                t
+            } else {
+                t.to_dtype(DType::F32)?
+            })
         };
         let embed = dense(self.tensor("model.embed_tokens.weight", &[cfg.vocab_size, h], device)?)?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(Linear::dense(dense(self.tensor("lm_head.weight", &[cfg.vocab_size, h], device)?)?, None))
+            Some(Linear::dense(
+                dense(self.tensor("lm_head.weight", &[cfg.vocab_size, h], device)?)?,
+                None,
+            ))
         };
         Ok(ModelWeights {
             embed_tokens: Embedding::Dense(embed),

@@ -19,7 +19,11 @@ pub fn smollm2_gguf() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sqlora"));
     let p = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run `cargo run -p sqlora -- fetch-model` first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo run -p sqlora -- fetch-model` first",
+        p.display()
+    );
     p
 }
 

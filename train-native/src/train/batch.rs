@@ -112,7 +112,11 @@ mod tests {
     fn grouping_reduces_padding() {
         let lens: Vec<usize> = (0..400).map(|i| (i * 7919) % 200 + 10).collect();
         let pad = |bs: &Vec<Vec<usize>>| -> usize {
-            bs.iter().map(|b| b.iter().map(|&i| lens[i]).max().unwrap() * b.len() - b.iter().map(|&i| lens[i]).sum::<usize>()).sum()
+            bs.iter()
+                .map(|b| {
+                    b.iter().map(|&i| lens[i]).max().unwrap() * b.len() - b.iter().map(|&i| lens[i]).sum::<usize>()
+                })
+                .sum()
         };
         let grouped = pad(&epoch_order(&lens, 4, 3, 0, true));
         let plain = pad(&epoch_order(&lens, 4, 3, 0, false));
@@ -121,12 +125,27 @@ mod tests {
 
     #[test]
     fn collate_shifts_and_masks() {
-        let a = Encoded { ids: vec![10, 11, 12, 13], loss_mask: vec![false, false, true, true] };
-        let b = Encoded { ids: vec![20, 21], loss_mask: vec![false, true] };
+        let a = Encoded {
+            ids: vec![10, 11, 12, 13],
+            loss_mask: vec![false, false, true, true],
+        };
+        let b = Encoded {
+            ids: vec![20, 21],
+            loss_mask: vec![false, true],
+        };
         let batch = collate(&[&a, &b], 0, &Device::Cpu).unwrap();
-        assert_eq!(batch.ids.to_vec2::<u32>().unwrap(), vec![vec![10, 11, 12, 13], vec![20, 21, 0, 0]]);
-        assert_eq!(batch.targets.to_vec2::<u32>().unwrap(), vec![vec![11, 12, 13], vec![21, 0, 0]]);
-        assert_eq!(batch.mask.to_vec2::<f32>().unwrap(), vec![vec![0., 1., 1.], vec![1., 0., 0.]]);
+        assert_eq!(
+            batch.ids.to_vec2::<u32>().unwrap(),
+            vec![vec![10, 11, 12, 13], vec![20, 21, 0, 0]]
+        );
+        assert_eq!(
+            batch.targets.to_vec2::<u32>().unwrap(),
+            vec![vec![11, 12, 13], vec![21, 0, 0]]
+        );
+        assert_eq!(
+            batch.mask.to_vec2::<f32>().unwrap(),
+            vec![vec![0., 1., 1.], vec![1., 0., 0.]]
+        );
         assert_eq!((batch.tokens, batch.target_tokens), (6, 3));
     }
 }

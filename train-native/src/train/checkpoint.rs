@@ -39,7 +39,14 @@ pub fn dir_for(output_dir: &Path, step: u64) -> PathBuf {
 }
 
 /// Write a checkpoint atomically and keep only the newest `keep`.
-pub fn save(output_dir: &Path, state: &LoopState, opt: &AdamW, spec: &LoraSpec, base: &str, keep: usize) -> Result<PathBuf> {
+pub fn save(
+    output_dir: &Path,
+    state: &LoopState,
+    opt: &AdamW,
+    spec: &LoraSpec,
+    base: &str,
+    keep: usize,
+) -> Result<PathBuf> {
     let final_dir = dir_for(output_dir, state.step);
     let tmp = output_dir.join(format!(".tmp-{PREFIX}{:06}-{}", state.step, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -48,8 +55,10 @@ pub fn save(output_dir: &Path, state: &LoopState, opt: &AdamW, spec: &LoraSpec, 
     for p in opt.params() {
         tensors.insert(format!("param.{}", p.name), p.var.as_tensor().clone());
     }
-    let tensors: HashMap<String, Tensor> =
-        tensors.into_iter().map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
+    let tensors: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
     candle_core::safetensors::save(&tensors, tmp.join("trainer_state.safetensors"))?;
     std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?)?;
     save_peft(&tmp, opt.params(), spec, base)?;
@@ -97,22 +106,38 @@ fn prune(output_dir: &Path, keep: usize) -> Result<()> {
 /// Restore parameters and optimizer moments from `dir`; returns the loop state.
 pub fn load(dir: &Path, opt: &mut AdamW) -> Result<LoopState> {
     let json = dir.join("trainer_state.json");
-    let state: LoopState = serde_json::from_str(&std::fs::read_to_string(&json).with_context(|| format!("{}: cannot read", json.display()))?)
-        .with_context(|| format!("{}: malformed", json.display()))?;
+    let state: LoopState = serde_json::from_str(
+        &std::fs::read_to_string(&json).with_context(|| format!("{}: cannot read", json.display()))?,
+    )
+    .with_context(|| format!("{}: malformed", json.display()))?;
     let st = dir.join("trainer_state.safetensors");
-    let device = opt.params().first().map(|p| p.var.device().clone()).unwrap_or(Device::Cpu);
-    let tensors = candle_core::safetensors::load(&st, &device).with_context(|| format!("{}: cannot read", st.display()))?;
+    let device = opt
+        .params()
+        .first()
+        .map(|p| p.var.device().clone())
+        .unwrap_or(Device::Cpu);
+    let tensors =
+        candle_core::safetensors::load(&st, &device).with_context(|| format!("{}: cannot read", st.display()))?;
     for p in opt.params() {
         let key = format!("param.{}", p.name);
         let Some(t) = tensors.get(&key) else {
-            bail!("{}: lacks `{key}` (was it written with other LoRA settings?)", st.display());
+            bail!(
+                "{}: lacks `{key}` (was it written with other LoRA settings?)",
+                st.display()
+            );
         };
         if t.dims() != p.var.dims() {
-            bail!("{}: `{key}` has shape {:?}, the model wants {:?}", st.display(), t.dims(), p.var.dims());
+            bail!(
+                "{}: `{key}` has shape {:?}, the model wants {:?}",
+                st.display(),
+                t.dims(),
+                p.var.dims()
+            );
         }
         p.var.set(t)?;
     }
-    opt.load_state(&tensors, state.step).with_context(|| st.display().to_string())?;
+    opt.load_state(&tensors, state.step)
+        .with_context(|| st.display().to_string())?;
     Ok(state)
 }
 
@@ -123,8 +148,20 @@ mod tests {
     use candle_core::Var;
 
     fn opt(vals: &[f32]) -> AdamW {
-        let p = Param { name: "base_model.model.x.lora_A.weight".into(), var: Var::new(vals, &Device::Cpu).unwrap() };
-        AdamW::new(vec![p], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }).unwrap()
+        let p = Param {
+            name: "base_model.model.x.lora_A.weight".into(),
+            var: Var::new(vals, &Device::Cpu).unwrap(),
+        };
+        AdamW::new(
+            vec![p],
+            AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -132,11 +169,24 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sqlora-ckpt-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let spec = LoraSpec { r: 1, alpha: 2.0, dropout: 0.0, targets: vec!["q_proj".into()] };
+        let spec = LoraSpec {
+            r: 1,
+            alpha: 2.0,
+            dropout: 0.0,
+            targets: vec!["q_proj".into()],
+        };
         let mut a = opt(&[1.0, 2.0]);
         for step in 1..=4u64 {
-            a.step(&[Tensor::new(&[0.5f32, -0.25], &Device::Cpu).unwrap()], 0.1).unwrap();
-            let st = LoopState { step, epoch: 0, group: step as usize, tokens: 10 * step, log_loss_sum: 1.5, log_loss_n: 1 };
+            a.step(&[Tensor::new(&[0.5f32, -0.25], &Device::Cpu).unwrap()], 0.1)
+                .unwrap();
+            let st = LoopState {
+                step,
+                epoch: 0,
+                group: step as usize,
+                tokens: 10 * step,
+                log_loss_sum: 1.5,
+                log_loss_n: 1,
+            };
             save(&dir, &st, &a, &spec, "base", 2).unwrap();
         }
         // A torn temporary directory (killed writer) is never taken for a checkpoint.
@@ -147,11 +197,17 @@ mod tests {
         let mut b = opt(&[0.0, 0.0]);
         let st = load(&dir_for(&dir, 4), &mut b).unwrap();
         assert_eq!((st.step, st.tokens), (4, 40));
-        assert_eq!(b.params()[0].var.as_tensor().to_vec1::<f32>().unwrap(), a.params()[0].var.as_tensor().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            b.params()[0].var.as_tensor().to_vec1::<f32>().unwrap(),
+            a.params()[0].var.as_tensor().to_vec1::<f32>().unwrap()
+        );
         let g = Tensor::new(&[0.1f32, 0.3], &Device::Cpu).unwrap();
         a.step(&[g.clone()], 0.1).unwrap();
         b.step(&[g], 0.1).unwrap();
-        assert_eq!(b.params()[0].var.as_tensor().to_vec1::<f32>().unwrap(), a.params()[0].var.as_tensor().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            b.params()[0].var.as_tensor().to_vec1::<f32>().unwrap(),
+            a.params()[0].var.as_tensor().to_vec1::<f32>().unwrap()
+        );
         assert!(dir_for(&dir, 4).join("adapter_model.safetensors").is_file());
         let _ = std::fs::remove_dir_all(&dir);
     }

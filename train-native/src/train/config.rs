@@ -91,9 +91,17 @@ impl Default for TrainConfig {
             lora_r: 64,
             lora_alpha: 128.0,
             lora_dropout: 0.05,
-            target_modules: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-                .map(String::from)
-                .to_vec(),
+            target_modules: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
             learning_rate: 2e-4,
             batch_size: 4,
             eval_batch_size: 4,
@@ -213,7 +221,10 @@ impl TrainConfig {
         }
         crate::train::schedule::SchedulerKind::parse(&self.lr_scheduler)?;
         if !["nf4", "as-stored", "f32"].contains(&self.quantization.as_str()) {
-            bail!("config: `quantization` must be nf4, as-stored or f32, got `{}`", self.quantization);
+            bail!(
+                "config: `quantization` must be nf4, as-stored or f32, got `{}`",
+                self.quantization
+            );
         }
         if !["auto", "f32", "bf16"].contains(&self.dtype.as_str()) {
             bail!("config: `dtype` must be auto, f32 or bf16, got `{}`", self.dtype);
@@ -246,7 +257,10 @@ mod tests {
         let c = TrainConfig::resolve(None, &[]).unwrap();
         assert_eq!((c.lora_r, c.lora_alpha, c.lora_dropout), (64, 128.0, 0.05));
         assert_eq!(c.target_modules.len(), 7);
-        assert_eq!((c.learning_rate, c.batch_size, c.grad_accum, c.epochs, c.max_length), (2e-4, 4, 2, 1, 256));
+        assert_eq!(
+            (c.learning_rate, c.batch_size, c.grad_accum, c.epochs, c.max_length),
+            (2e-4, 4, 2, 1, 256)
+        );
         assert_eq!(c.lr_scheduler, "cosine");
         assert_eq!(c.quantization, "nf4");
     }
@@ -276,7 +290,10 @@ mod tests {
         let e = TrainConfig::resolve(None, &["lora_rank=8".into()]).unwrap_err();
         assert!(e.to_string().contains("lora_rank"), "{e}");
         let e = TrainConfig::resolve(None, &["batch_size=four".into()]).unwrap_err();
-        assert!(e.to_string().contains("batch_size") || e.to_string().contains("integer"), "{e}");
+        assert!(
+            e.to_string().contains("batch_size") || e.to_string().contains("integer"),
+            "{e}"
+        );
         let e = TrainConfig::resolve(None, &["lr_scheduler=exp".into()]).unwrap_err();
         assert!(e.to_string().contains("exp"), "{e}");
         assert!(TrainConfig::resolve(None, &["noequals".into()]).is_err());

@@ -32,7 +32,10 @@ impl TableDef {
         let shown = |c: &String| self.columns[..n_cols].iter().any(|(n, _)| n == c);
         let pk: Vec<&String> = self.primary_key.iter().filter(|c| shown(c)).collect();
         if !pk.is_empty() {
-            parts.push(format!("PRIMARY KEY ({})", pk.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+            parts.push(format!(
+                "PRIMARY KEY ({})",
+                pk.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
         }
         for (c, t, rc) in self.foreign_keys.iter().filter(|(c, _, _)| shown(c)) {
             parts.push(format!("FOREIGN KEY ({c}) REFERENCES {t}({rc})"));
@@ -53,7 +56,11 @@ impl DbSchema {
         (0..n)
             .map(|i| {
                 let t = &self.tables[i];
-                let cols = if i + 1 == n { last_cols.min(t.columns.len()) } else { t.columns.len() };
+                let cols = if i + 1 == n {
+                    last_cols.min(t.columns.len())
+                } else {
+                    t.columns.len()
+                };
                 t.render(cols)
             })
             .collect::<Vec<_>>()
@@ -109,9 +116,9 @@ pub fn load(path: &Path, tables: Option<&Path>, skip_malformed: bool) -> Result<
             if rec.get("db_id").is_some() {
                 let schemas = match &schemas {
                     Some(s) => s,
-                    None => schemas.insert(load_spider_tables(tables.ok_or_else(|| {
-                        anyhow!("Spider data needs `tables` (tables.json)")
-                    })?)?),
+                    None => schemas.insert(load_spider_tables(
+                        tables.ok_or_else(|| anyhow!("Spider data needs `tables` (tables.json)"))?,
+                    )?),
                 };
                 spider_example(&rec, schemas)
             } else if rec.get("header").is_some() {
@@ -156,12 +163,16 @@ fn records(path: &Path, text: &str) -> Result<Vec<(usize, std::result::Result<Va
 }
 
 fn str_field<'a>(rec: &'a Value, key: &str) -> Result<&'a str> {
-    rec.get(key).and_then(Value::as_str).ok_or_else(|| anyhow!("missing or non-string field `{key}`"))
+    rec.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("missing or non-string field `{key}`"))
 }
 
 fn spider_example(rec: &Value, schemas: &HashMap<String, Arc<DbSchema>>) -> Result<Example> {
     let db_id = str_field(rec, "db_id")?;
-    let schema = schemas.get(db_id).ok_or_else(|| anyhow!("db_id `{db_id}` is not in tables.json"))?;
+    let schema = schemas
+        .get(db_id)
+        .ok_or_else(|| anyhow!("db_id `{db_id}` is not in tables.json"))?;
     Ok(Example {
         db_id: db_id.to_string(),
         question: str_field(rec, "question")?.trim().to_string(),
@@ -172,7 +183,12 @@ fn spider_example(rec: &Value, schemas: &HashMap<String, Arc<DbSchema>>) -> Resu
 
 /// Spider's gold SQL has doubled spaces and stray semicolons; train on a tidy form.
 fn normalize_sql(sql: &str) -> String {
-    sql.split_whitespace().collect::<Vec<_>>().join(" ").trim_end_matches(';').trim().to_string()
+    sql.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_end_matches(';')
+        .trim()
+        .to_string()
 }
 
 /// Spider `tables.json` → schemas by db_id (original table/column names).
@@ -189,7 +205,8 @@ pub fn load_spider_tables(path: &Path) -> Result<HashMap<String, Arc<DbSchema>>>
         foreign_keys: Vec<(usize, usize)>,
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let raws: Vec<Raw> = serde_json::from_str(&text).with_context(|| format!("{}: not a Spider tables.json", path.display()))?;
+    let raws: Vec<Raw> =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a Spider tables.json", path.display()))?;
     let mut out = HashMap::new();
     for (i, r) in raws.into_iter().enumerate() {
         let bad = |m: String| anyhow!("{}: database {} (`{}`): {m}", path.display(), i + 1, r.db_id);
@@ -197,20 +214,30 @@ pub fn load_spider_tables(path: &Path) -> Result<HashMap<String, Arc<DbSchema>>>
             return Err(bad("column_types and column_names_original differ in length".into()));
         }
         let col = |c: usize| -> Result<(usize, String)> {
-            let (t, name) = r.column_names_original.get(c).ok_or_else(|| bad(format!("column index {c} out of range")))?;
+            let (t, name) = r
+                .column_names_original
+                .get(c)
+                .ok_or_else(|| bad(format!("column index {c} out of range")))?;
             let t = usize::try_from(*t).map_err(|_| bad(format!("column {c} belongs to no table")))?;
             Ok((t, name.clone()))
         };
         let mut tables: Vec<TableDef> = r
             .table_names_original
             .iter()
-            .map(|n| TableDef { name: n.clone(), columns: vec![], primary_key: vec![], foreign_keys: vec![] })
+            .map(|n| TableDef {
+                name: n.clone(),
+                columns: vec![],
+                primary_key: vec![],
+                foreign_keys: vec![],
+            })
             .collect();
         for (c, ((t, name), ty)) in r.column_names_original.iter().zip(&r.column_types).enumerate() {
             if *t < 0 {
                 continue; // the `*` pseudo-column
             }
-            let table = tables.get_mut(*t as usize).ok_or_else(|| bad(format!("column {c} names table {t}")))?;
+            let table = tables
+                .get_mut(*t as usize)
+                .ok_or_else(|| bad(format!("column {c} names table {t}")))?;
             table.columns.push((name.clone(), ty.clone()));
         }
         // A primary key is a column index, or a list of them (composite keys).
@@ -241,7 +268,8 @@ pub fn load_wikisql_headers(path: &Path) -> Result<HashMap<String, Arc<DbSchema>
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}: malformed JSON", path.display(), i + 1))?;
+        let v: Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}: malformed JSON", path.display(), i + 1))?;
         let id = str_field(&v, "id").with_context(|| format!("{}:{}", path.display(), i + 1))?;
         let schema = wikisql_table(&v).with_context(|| format!("{}:{}", path.display(), i + 1))?;
         out.insert(id.to_string(), Arc::new(schema));
@@ -250,13 +278,21 @@ pub fn load_wikisql_headers(path: &Path) -> Result<HashMap<String, Arc<DbSchema>
 }
 
 fn wikisql_table(v: &Value) -> Result<DbSchema> {
-    let name = v.get("table_name").or_else(|| v.get("name")).and_then(Value::as_str).ok_or_else(|| anyhow!("missing `name`/`table_name`"))?;
+    let name = v
+        .get("table_name")
+        .or_else(|| v.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("missing `name`/`table_name`"))?;
     let strings = |key: &str| -> Result<Vec<String>> {
         v.get(key)
             .and_then(Value::as_array)
             .ok_or_else(|| anyhow!("missing list `{key}`"))?
             .iter()
-            .map(|x| x.as_str().map(String::from).ok_or_else(|| anyhow!("`{key}` holds a non-string")))
+            .map(|x| {
+                x.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| anyhow!("`{key}` holds a non-string"))
+            })
             .collect()
     };
     let header = strings("header")?;
@@ -265,12 +301,22 @@ fn wikisql_table(v: &Value) -> Result<DbSchema> {
         bail!("`header` and `types` differ in length");
     }
     let columns = header.iter().zip(types).map(|(h, t)| (quote_ident(h), t)).collect();
-    Ok(DbSchema { tables: vec![TableDef { name: name.to_string(), columns, primary_key: vec![], foreign_keys: vec![] }] })
+    Ok(DbSchema {
+        tables: vec![TableDef {
+            name: name.to_string(),
+            columns,
+            primary_key: vec![],
+            foreign_keys: vec![],
+        }],
+    })
 }
 
 /// WikiSQL headers are free text ("School/Club Team"): quote them as SQL identifiers.
 fn quote_ident(h: &str) -> String {
-    if !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !h.starts_with(|c: char| c.is_ascii_digit()) {
+    if !h.is_empty()
+        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !h.starts_with(|c: char| c.is_ascii_digit())
+    {
         h.to_string()
     } else {
         format!("\"{}\"", h.replace('"', "\"\""))
@@ -282,16 +328,41 @@ const OPS: [&str; 3] = ["=", ">", "<"];
 
 /// WikiSQL's logical form `{sel, agg, conds}` → executable SQL over the schema's table.
 fn wikisql_sql(sql: &Value, table: &TableDef) -> Result<String> {
-    let idx = |v: &Value, what: &str| v.as_u64().map(|x| x as usize).ok_or_else(|| anyhow!("`{what}` must be a number"));
-    let col = |i: usize| table.columns.get(i).map(|c| c.0.clone()).ok_or_else(|| anyhow!("column index {i} out of range"));
+    let idx = |v: &Value, what: &str| {
+        v.as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| anyhow!("`{what}` must be a number"))
+    };
+    let col = |i: usize| {
+        table
+            .columns
+            .get(i)
+            .map(|c| c.0.clone())
+            .ok_or_else(|| anyhow!("column index {i} out of range"))
+    };
     let sel = col(idx(sql.get("sel").unwrap_or(&Value::Null), "sel")?)?;
-    let agg = AGG.get(idx(sql.get("agg").unwrap_or(&Value::Null), "agg")?).ok_or_else(|| anyhow!("agg out of range"))?;
-    let mut out = if agg.is_empty() { format!("SELECT {sel} FROM {}", table.name) } else { format!("SELECT {agg}({sel}) FROM {}", table.name) };
-    let conds = sql.get("conds").and_then(Value::as_array).ok_or_else(|| anyhow!("missing list `conds`"))?;
+    let agg = AGG
+        .get(idx(sql.get("agg").unwrap_or(&Value::Null), "agg")?)
+        .ok_or_else(|| anyhow!("agg out of range"))?;
+    let mut out = if agg.is_empty() {
+        format!("SELECT {sel} FROM {}", table.name)
+    } else {
+        format!("SELECT {agg}({sel}) FROM {}", table.name)
+    };
+    let conds = sql
+        .get("conds")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow!("missing list `conds`"))?;
     for (k, c) in conds.iter().enumerate() {
-        let c = c.as_array().filter(|c| c.len() == 3).ok_or_else(|| anyhow!("each cond must be [column, op, value]"))?;
+        let c = c
+            .as_array()
+            .filter(|c| c.len() == 3)
+            .ok_or_else(|| anyhow!("each cond must be [column, op, value]"))?;
         let (ci, op) = (idx(&c[0], "cond column")?, idx(&c[1], "cond op")?);
-        let (name, ty) = table.columns.get(ci).ok_or_else(|| anyhow!("cond column {ci} out of range"))?;
+        let (name, ty) = table
+            .columns
+            .get(ci)
+            .ok_or_else(|| anyhow!("cond column {ci} out of range"))?;
         let op = OPS.get(op).ok_or_else(|| anyhow!("cond op {op} out of range"))?;
         let value = match &c[2] {
             Value::Number(n) => n.to_string(),
@@ -307,7 +378,9 @@ fn wikisql_sql(sql: &Value, table: &TableDef) -> Result<String> {
 
 fn wikisql_example(rec: &Value, schemas: &HashMap<String, Arc<DbSchema>>) -> Result<Example> {
     let id = str_field(rec, "table_id")?;
-    let schema = schemas.get(id).ok_or_else(|| anyhow!("table_id `{id}` is not in the headers file"))?;
+    let schema = schemas
+        .get(id)
+        .ok_or_else(|| anyhow!("table_id `{id}` is not in the headers file"))?;
     let sql = rec.get("sql").ok_or_else(|| anyhow!("missing `sql`"))?;
     Ok(Example {
         db_id: id.to_string(),
@@ -322,10 +395,18 @@ fn wikisql_example(rec: &Value, schemas: &HashMap<String, Arc<DbSchema>>) -> Res
 fn wikisql_inline_example(rec: &Value) -> Result<Example> {
     let schema = wikisql_table(rec)?;
     let table = &schema.tables[0];
-    let header: Vec<String> = rec["header"].as_array().into_iter().flatten().filter_map(|h| h.as_str().map(String::from)).collect();
+    let header: Vec<String> = rec["header"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.as_str().map(String::from))
+        .collect();
     let sql = match rec.get("sql") {
         Some(sql) if sql.is_object() => wikisql_sql(sql, table)?,
-        _ => wikisql_sql(&parse_readable(str_field(rec, "sql_text")?, &table.name, &header)?, table)?,
+        _ => wikisql_sql(
+            &parse_readable(str_field(rec, "sql_text")?, &table.name, &header)?,
+            table,
+        )?,
     };
     Ok(Example {
         db_id: table.name.clone(),
@@ -350,7 +431,12 @@ fn parse_readable(text: &str, table: &str, header: &[String]) -> Result<Value> {
             .iter()
             .enumerate()
             .skip(1)
-            .find_map(|(a, name)| sel_part.strip_prefix(&format!("{name} ")).and_then(find).map(|i| (a, i)))
+            .find_map(|(a, name)| {
+                sel_part
+                    .strip_prefix(&format!("{name} "))
+                    .and_then(find)
+                    .map(|i| (a, i))
+            })
             .ok_or_else(bad)?,
     };
     let mut conds = vec![];
@@ -360,7 +446,9 @@ fn parse_readable(text: &str, table: &str, header: &[String]) -> Result<Value> {
         let cond_start = |s: &str| -> Option<(usize, usize, usize)> {
             by_len.iter().find_map(|(i, h)| {
                 let r = s.strip_prefix(h.as_str())?;
-                OPS.iter().position(|op| r.starts_with(&format!(" {op} "))).map(|op| (*i, op, h.len() + op_len(op)))
+                OPS.iter()
+                    .position(|op| r.starts_with(&format!(" {op} ")))
+                    .map(|op| (*i, op, h.len() + op_len(op)))
             })
         };
         loop {
@@ -421,12 +509,24 @@ mod tests {
         let ex = &train.examples[0];
         assert_eq!(ex.sql, "SELECT count(*) FROM head WHERE age > 56");
         let schema = ex.schema.render();
-        assert!(schema.contains("CREATE TABLE head(head_ID number, name text"), "{schema}");
+        assert!(
+            schema.contains("CREATE TABLE head(head_ID number, name text"),
+            "{schema}"
+        );
         assert!(schema.contains("PRIMARY KEY (head_ID)"), "{schema}");
-        assert!(schema.contains("FOREIGN KEY (head_ID) REFERENCES head(head_ID)"), "{schema}");
+        assert!(
+            schema.contains("FOREIGN KEY (head_ID) REFERENCES head(head_ID)"),
+            "{schema}"
+        );
         let dev = load(&d.join("dev.json"), Some(&tables), false).unwrap();
         assert_eq!(dev.examples.len(), 1034);
-        assert_eq!(load(&d.join("train_others.jsonl"), Some(&tables), false).unwrap().examples.len(), 1659);
+        assert_eq!(
+            load(&d.join("train_others.jsonl"), Some(&tables), false)
+                .unwrap()
+                .examples
+                .len(),
+            1659
+        );
     }
 
     #[test]
@@ -434,11 +534,24 @@ mod tests {
         let d = shared().join("data/wikisql");
         let dev = load(&d.join("dev.jsonl"), Some(&d.join("dev.tables_headers.jsonl")), false).unwrap();
         assert_eq!(dev.examples.len(), 8421);
-        assert_eq!(dev.examples[0].sql, "SELECT Position FROM table_10015132_11 WHERE \"School/Club Team\" = 'Butler CC (KS)'");
-        assert_eq!(dev.examples[1].sql, "SELECT COUNT(\"School/Club Team\") FROM table_10015132_11 WHERE \"No.\" = '3'");
+        assert_eq!(
+            dev.examples[0].sql,
+            "SELECT Position FROM table_10015132_11 WHERE \"School/Club Team\" = 'Butler CC (KS)'"
+        );
+        assert_eq!(
+            dev.examples[1].sql,
+            "SELECT COUNT(\"School/Club Team\") FROM table_10015132_11 WHERE \"No.\" = '3'"
+        );
         let text = load(&d.join("train_subset1000_text.jsonl"), None, true).unwrap();
-        assert!(text.examples.len() + text.skipped == 1000 && text.skipped < 20, "skipped {}", text.skipped);
-        assert_eq!(text.examples[0].sql, "SELECT Notes FROM table_1000181_1 WHERE \"Current slogan\" = 'SOUTH AUSTRALIA'");
+        assert!(
+            text.examples.len() + text.skipped == 1000 && text.skipped < 20,
+            "skipped {}",
+            text.skipped
+        );
+        assert_eq!(
+            text.examples[0].sql,
+            "SELECT Notes FROM table_1000181_1 WHERE \"Current slogan\" = 'SOUTH AUSTRALIA'"
+        );
     }
 
     #[test]
@@ -450,7 +563,10 @@ mod tests {
         assert!(e.contains("bad.jsonl:2") && e.contains("malformed JSON"), "{e}");
         let got = load(&p, Some(&tables), true).unwrap();
         assert_eq!((got.examples.len(), got.skipped), (1, 2));
-        let p = tmp("bad2.jsonl", "{\"db_id\":\"nope\",\"question\":\"q\",\"query\":\"x\"}\n");
+        let p = tmp(
+            "bad2.jsonl",
+            "{\"db_id\":\"nope\",\"question\":\"q\",\"query\":\"x\"}\n",
+        );
         let e = load(&p, Some(&tables), false).unwrap_err().to_string();
         assert!(e.contains("bad2.jsonl:1") && e.contains("nope"), "{e}");
         let e = load(&p, None, false).unwrap_err().to_string();
@@ -461,8 +577,18 @@ mod tests {
     fn schema_cuts_shrink_monotonically() {
         let s = DbSchema {
             tables: vec![
-                TableDef { name: "a".into(), columns: vec![("x".into(), "int".into()), ("y".into(), "text".into())], primary_key: vec!["x".into()], foreign_keys: vec![] },
-                TableDef { name: "b".into(), columns: vec![("z".into(), "int".into())], primary_key: vec![], foreign_keys: vec![("z".into(), "a".into(), "x".into())] },
+                TableDef {
+                    name: "a".into(),
+                    columns: vec![("x".into(), "int".into()), ("y".into(), "text".into())],
+                    primary_key: vec!["x".into()],
+                    foreign_keys: vec![],
+                },
+                TableDef {
+                    name: "b".into(),
+                    columns: vec![("z".into(), "int".into())],
+                    primary_key: vec![],
+                    foreign_keys: vec![("z".into(), "a".into(), "x".into())],
+                },
             ],
         };
         let cuts: Vec<String> = s.cuts().collect();

@@ -30,13 +30,20 @@ pub struct PromptSettings {
     pub max_length: usize,
 }
 
-pub const USER_TEMPLATE: &str = "Database schema:\n{schema}\n\nQuestion: {question}\nAnswer with a single SQLite query only.";
+pub const USER_TEMPLATE: &str =
+    "Database schema:\n{schema}\n\nQuestion: {question}\nAnswer with a single SQLite query only.";
 /// SmolLM2's template adds this system line when none is given.
 const SMOLLM_SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
 impl PromptSettings {
     /// ChatML when the tokenizer knows `<|im_start|>`, else Mistral's `[INST]`.
-    pub fn for_model(tok: &Tokenizer, chat_template: Option<&str>, system: &str, few_shot: usize, max_length: usize) -> Result<Self> {
+    pub fn for_model(
+        tok: &Tokenizer,
+        chat_template: Option<&str>,
+        system: &str,
+        few_shot: usize,
+        max_length: usize,
+    ) -> Result<Self> {
         let chatml = tok.encode("<|im_start|>", false)?.len() == 1;
         let system = if !system.is_empty() {
             system.to_string()
@@ -64,7 +71,12 @@ impl PromptSettings {
             }
             msg.push('\n');
         }
-        msg.push_str(&self.user_template.replace("{schema}", schema).replace("{question}", question));
+        msg.push_str(
+            &self
+                .user_template
+                .replace("{schema}", schema)
+                .replace("{question}", question),
+        );
         msg
     }
 
@@ -73,7 +85,11 @@ impl PromptSettings {
         let user = self.user_message(schema, question, shots);
         match self.chat_format.as_str() {
             "chatml" => {
-                let sys = if self.system.is_empty() { String::new() } else { format!("<|im_start|>system\n{}<|im_end|>\n", self.system) };
+                let sys = if self.system.is_empty() {
+                    String::new()
+                } else {
+                    format!("<|im_start|>system\n{}<|im_end|>\n", self.system)
+                };
                 format!("{sys}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
             }
             _ => format!("<s>[INST] {user} [/INST]"),
@@ -100,7 +116,9 @@ pub struct Encoder<'a> {
 impl Encoder<'_> {
     /// Prompt ids and answer ids (`sql` + EOS) for one example.
     fn parts(&self, schema: &str, ex: &Example, shots: &[&Example]) -> Result<(Vec<u32>, Vec<u32>)> {
-        let prompt = self.tok.encode(&self.settings.prompt(schema, &ex.question, shots), false)?;
+        let prompt = self
+            .tok
+            .encode(&self.settings.prompt(schema, &ex.question, shots), false)?;
         let mut answer = self.tok.encode(&ex.sql, false)?;
         answer.push(self.eos);
         Ok((prompt, answer))
@@ -110,7 +128,9 @@ impl Encoder<'_> {
     pub fn encode(&self, ex: &Example, shots: &[&Example], stats: &mut EncodeStats) -> Result<Option<Encoded>> {
         let max = self.settings.max_length;
         let full = ex.schema.render();
-        let (mut prompt, answer) = self.parts(&full, ex, shots).with_context(|| format!("encoding `{}`", ex.question))?;
+        let (mut prompt, answer) = self
+            .parts(&full, ex, shots)
+            .with_context(|| format!("encoding `{}`", ex.question))?;
         if prompt.len() + answer.len() > max {
             // Cuts get shorter monotonically: binary-search the longest that fits.
             let cuts: Vec<String> = ex.schema.cuts().skip(1).collect();
@@ -142,7 +162,9 @@ impl Encoder<'_> {
             }
         }
         stats.encoded += 1;
-        let loss_mask = std::iter::repeat_n(false, prompt.len()).chain(std::iter::repeat_n(true, answer.len())).collect();
+        let loss_mask = std::iter::repeat_n(false, prompt.len())
+            .chain(std::iter::repeat_n(true, answer.len()))
+            .collect();
         let mut ids = prompt;
         ids.extend(answer);
         Ok(Some(Encoded { ids, loss_mask }))
@@ -157,7 +179,10 @@ pub struct FewShot {
 }
 
 fn words(s: &str) -> Vec<String> {
-    s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 impl FewShot {
@@ -195,7 +220,12 @@ impl FewShot {
             .iter()
             .enumerate()
             .filter(|(i, _)| Some(*i) != exclude)
-            .map(|(i, d)| (q.iter().map(|(w, x)| x * d.get(w).copied().unwrap_or(0.0)).sum::<f64>(), i))
+            .map(|(i, d)| {
+                (
+                    q.iter().map(|(w, x)| x * d.get(w).copied().unwrap_or(0.0)).sum::<f64>(),
+                    i,
+                )
+            })
             .collect();
         // Ties broken by index, so retrieval is deterministic.
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -210,7 +240,12 @@ mod tests {
     use std::sync::Arc;
 
     fn ex(q: &str, sql: &str) -> Example {
-        Example { db_id: "d".into(), question: q.into(), sql: sql.into(), schema: Arc::new(DbSchema { tables: vec![] }) }
+        Example {
+            db_id: "d".into(),
+            question: q.into(),
+            sql: sql.into(),
+            schema: Arc::new(DbSchema { tables: vec![] }),
+        }
     }
 
     #[test]
@@ -243,6 +278,11 @@ mod tests {
             p,
             "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nExamples:\nQuestion: Q1?\nSQL: SELECT 1\n\nDatabase schema:\nCREATE TABLE t(a int)\n\nQuestion: Q2?\nAnswer with a single SQLite query only.<|im_end|>\n<|im_start|>assistant\n"
         );
-        let _ = TableDef { name: String::new(), columns: vec![], primary_key: vec![], foreign_keys: vec![] };
+        let _ = TableDef {
+            name: String::new(),
+            columns: vec![],
+            primary_key: vec![],
+            foreign_keys: vec![],
+        };
     }
 }

@@ -52,12 +52,24 @@ pub fn attach(model: &mut Model, spec: &LoraSpec, seed: u64) -> Result<Vec<Param
         }
         let (out, inp) = linear.shape();
         let bound = 1.0 / (inp as f64).sqrt();
-        let a: Vec<f32> = (0..spec.r * inp).map(|_| rng.random_range(-bound..bound) as f32).collect();
+        let a: Vec<f32> = (0..spec.r * inp)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
         let a = Var::from_tensor(&Tensor::from_vec(a, (spec.r, inp), &device)?)?;
         let b = Var::zeros((out, spec.r), DType::F32, &device)?;
-        linear.set_lora(Some(LoraLayer { a: a.as_tensor().clone(), b: b.as_tensor().clone(), scaling: spec.scaling() }));
-        params.push(Param { name: peft_name(&name, 'A'), var: a });
-        params.push(Param { name: peft_name(&name, 'B'), var: b });
+        linear.set_lora(Some(LoraLayer {
+            a: a.as_tensor().clone(),
+            b: b.as_tensor().clone(),
+            scaling: spec.scaling(),
+        }));
+        params.push(Param {
+            name: peft_name(&name, 'A'),
+            var: a,
+        });
+        params.push(Param {
+            name: peft_name(&name, 'B'),
+            var: b,
+        });
     }
     if params.is_empty() {
         bail!("no linear layer matches target_modules {:?}", spec.targets);
@@ -70,7 +82,12 @@ pub fn save_peft(dir: &Path, params: &[Param], spec: &LoraSpec, base_name: &str)
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let tensors: HashMap<String, Tensor> = params
         .iter()
-        .map(|p| Ok((p.name.clone(), p.var.as_tensor().to_device(&Device::Cpu)?.to_dtype(DType::F32)?)))
+        .map(|p| {
+            Ok((
+                p.name.clone(),
+                p.var.as_tensor().to_device(&Device::Cpu)?.to_dtype(DType::F32)?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let path = dir.join("adapter_model.safetensors");
     candle_core::safetensors::save(&tensors, &path).with_context(|| format!("{}: cannot write", path.display()))?;
@@ -98,7 +115,8 @@ pub fn save_peft(dir: &Path, params: &[Param], spec: &LoraSpec, base_name: &str)
         "revision": null
     });
     let path = dir.join("adapter_config.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&config)?).with_context(|| format!("{}: cannot write", path.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(&config)?)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
 }
 
@@ -110,17 +128,26 @@ pub fn load_peft(model: &mut Model, dir: &Path) -> Result<usize> {
         &std::fs::read_to_string(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?,
     )
     .with_context(|| format!("{}: malformed JSON", cfg_path.display()))?;
-    let r = cfg["r"].as_f64().with_context(|| format!("{}: no `r`", cfg_path.display()))?;
-    let alpha = cfg["lora_alpha"].as_f64().with_context(|| format!("{}: no `lora_alpha`", cfg_path.display()))?;
+    let r = cfg["r"]
+        .as_f64()
+        .with_context(|| format!("{}: no `r`", cfg_path.display()))?;
+    let alpha = cfg["lora_alpha"]
+        .as_f64()
+        .with_context(|| format!("{}: no `lora_alpha`", cfg_path.display()))?;
     let path = dir.join("adapter_model.safetensors");
     let device = model.device().clone();
-    let tensors = candle_core::safetensors::load(&path, &device).with_context(|| format!("{}: cannot read", path.display()))?;
+    let tensors =
+        candle_core::safetensors::load(&path, &device).with_context(|| format!("{}: cannot read", path.display()))?;
     let mut n = 0;
     for (name, linear) in model.linears_mut() {
         let (Some(a), Some(b)) = (tensors.get(&peft_name(&name, 'A')), tensors.get(&peft_name(&name, 'B'))) else {
             continue;
         };
-        linear.set_lora(Some(LoraLayer { a: a.clone(), b: b.clone(), scaling: alpha / r }));
+        linear.set_lora(Some(LoraLayer {
+            a: a.clone(),
+            b: b.clone(),
+            scaling: alpha / r,
+        }));
         n += 1;
     }
     if n == 0 {

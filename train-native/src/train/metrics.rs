@@ -49,7 +49,11 @@ impl Metrics {
                 }
             }
         }
-        let m = Metrics { svg: dir.join("loss_curve.svg"), path, records };
+        let m = Metrics {
+            svg: dir.join("loss_curve.svg"),
+            path,
+            records,
+        };
         m.rewrite()?;
         Ok(m)
     }
@@ -83,8 +87,16 @@ impl Metrics {
 
     /// Training loss and eval loss against the optimizer step.
     pub fn draw(&self) -> Result<()> {
-        let train: Vec<(f64, f64)> = self.records.iter().filter_map(|r| Some((r.step as f64, r.loss?))).collect();
-        let eval: Vec<(f64, f64)> = self.records.iter().filter_map(|r| Some((r.step as f64, r.eval_loss?))).collect();
+        let train: Vec<(f64, f64)> = self
+            .records
+            .iter()
+            .filter_map(|r| Some((r.step as f64, r.loss?)))
+            .collect();
+        let eval: Vec<(f64, f64)> = self
+            .records
+            .iter()
+            .filter_map(|r| Some((r.step as f64, r.eval_loss?)))
+            .collect();
         if train.is_empty() && eval.is_empty() {
             return Ok(());
         }
@@ -103,7 +115,12 @@ impl Metrics {
                 .y_label_area_size(52)
                 .build_cartesian_2d(0f64..x_max, y_min..y_max)
                 .map_err(plot_err)?;
-            chart.configure_mesh().x_desc("optimizer step").y_desc("loss").draw().map_err(plot_err)?;
+            chart
+                .configure_mesh()
+                .x_desc("optimizer step")
+                .y_desc("loss")
+                .draw()
+                .map_err(plot_err)?;
             chart
                 .draw_series(LineSeries::new(train, &BLUE))
                 .map_err(plot_err)?
@@ -114,8 +131,15 @@ impl Metrics {
                 .map_err(plot_err)?
                 .label("eval")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-            chart.draw_series(eval.iter().map(|&p| Circle::new(p, 3, RED.filled()))).map_err(plot_err)?;
-            chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(plot_err)?;
+            chart
+                .draw_series(eval.iter().map(|&p| Circle::new(p, 3, RED.filled())))
+                .map_err(plot_err)?;
+            chart
+                .configure_series_labels()
+                .border_style(BLACK)
+                .background_style(WHITE)
+                .draw()
+                .map_err(plot_err)?;
             root.present().map_err(plot_err)?;
         }
         let tmp = self.svg.with_extension("svg.tmp");
@@ -141,7 +165,16 @@ mod tests {
         let mut m = Metrics::open(&dir, None).unwrap();
         for step in 1..=6 {
             let eval_loss = (step % 3 == 0).then_some(2.0 / step as f64);
-            m.push(Record { step, epoch: 0.1 * step as f64, loss: Some(3.0 - 0.3 * step as f64), lr: Some(1e-4), grad_norm: Some(1.0), tokens_per_s: Some(100.0), eval_loss }).unwrap();
+            m.push(Record {
+                step,
+                epoch: 0.1 * step as f64,
+                loss: Some(3.0 - 0.3 * step as f64),
+                lr: Some(1e-4),
+                grad_norm: Some(1.0),
+                tokens_per_s: Some(100.0),
+                eval_loss,
+            })
+            .unwrap();
         }
         let svg = std::fs::read_to_string(dir.join("loss_curve.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("optimizer step"));

@@ -36,7 +36,13 @@ impl AdamW {
         let zeros = |p: &Param| p.var.as_tensor().zeros_like();
         let m = params.iter().map(zeros).collect::<candle_core::Result<Vec<_>>>()?;
         let v = params.iter().map(zeros).collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(AdamW { params, m, v, step: 0, cfg })
+        Ok(AdamW {
+            params,
+            m,
+            v,
+            step: 0,
+            cfg,
+        })
     }
 
     pub fn params(&self) -> &[Param] {
@@ -54,7 +60,12 @@ impl AdamW {
             bail!("AdamW: {} gradients for {} parameters", grads.len(), self.params.len());
         }
         self.step += 1;
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.cfg;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.cfg;
         let bc1 = 1.0 - beta1.powi(self.step as i32);
         let bc2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
         for (i, p) in self.params.iter().enumerate() {
@@ -87,9 +98,15 @@ impl AdamW {
         for (i, p) in self.params.iter().enumerate() {
             for (kind, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
                 let key = format!("{kind}.{}", p.name);
-                let t = tensors.get(&key).with_context(|| format!("optimizer state lacks `{key}`"))?;
+                let t = tensors
+                    .get(&key)
+                    .with_context(|| format!("optimizer state lacks `{key}`"))?;
                 if t.dims() != slot.dims() {
-                    bail!("optimizer state `{key}` has shape {:?}, expected {:?}", t.dims(), slot.dims());
+                    bail!(
+                        "optimizer state `{key}` has shape {:?}, expected {:?}",
+                        t.dims(),
+                        slot.dims()
+                    );
                 }
                 *slot = t.to_device(slot.device())?.to_dtype(DType::F32)?;
             }
@@ -130,7 +147,10 @@ mod tests {
     use candle_core::Device;
 
     fn param(vals: &[f32]) -> Param {
-        Param { name: "p".into(), var: Var::new(vals, &Device::Cpu).unwrap() }
+        Param {
+            name: "p".into(),
+            var: Var::new(vals, &Device::Cpu).unwrap(),
+        }
     }
 
     fn values(p: &Param) -> Vec<f32> {
@@ -141,7 +161,12 @@ mod tests {
     fn adamw_matches_torch_two_steps() {
         // torch: p=[1,-2,3]; AdamW(lr=0.1, wd=0.01); grads g1=[.5,-1,2], g2=[.1,.2,-.3]
         // after step 1: [0.899, -1.898, 2.897]; after step 2: [0.7959, -1.8719, 2.8828] (rounded)
-        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
+        let cfg = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        };
         let mut opt = AdamW::new(vec![param(&[1.0, -2.0, 3.0])], cfg).unwrap();
         let g1 = Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).unwrap();
         opt.step(&[g1], 0.1).unwrap();
@@ -159,8 +184,8 @@ mod tests {
         for i in 0..3 {
             let m = b1 * (1.0 - b1) * g1[i] + (1.0 - b1) * g2[i];
             let v = b2 * (1.0 - b2) * g1[i] * g1[i] + (1.0 - b2) * g2[i] * g2[i];
-            let want = p1[i] as f64 * (1.0 - 0.1 * 0.01)
-                - 0.1 / (1.0 - b1 * b1) * m / ((v / (1.0 - b2 * b2)).sqrt() + 1e-8);
+            let want =
+                p1[i] as f64 * (1.0 - 0.1 * 0.01) - 0.1 / (1.0 - b1 * b1) * m / ((v / (1.0 - b2 * b2)).sqrt() + 1e-8);
             let got = values(&opt.params()[0])[i] as f64;
             assert!((got - want).abs() < 1e-5, "elem {i}: {got} vs {want}");
         }
@@ -169,7 +194,12 @@ mod tests {
 
     #[test]
     fn state_round_trip_continues_identically() {
-        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 };
+        let cfg = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
         let g = |x: f32| Tensor::new(&[x, -x, 2.0 * x], &Device::Cpu).unwrap();
         let mut a = AdamW::new(vec![param(&[1.0, 2.0, 3.0])], cfg).unwrap();
         a.step(&[g(0.3)], 0.01).unwrap();

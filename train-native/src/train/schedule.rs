@@ -33,8 +33,17 @@ pub struct LrSchedule {
 impl LrSchedule {
     /// Warm-up steps: an explicit count wins, else `ceil(ratio · total)` (HF's rule).
     pub fn new(kind: SchedulerKind, base_lr: f64, total: usize, warmup_ratio: f64, warmup_steps: usize) -> Self {
-        let warmup = if warmup_steps > 0 { warmup_steps } else { (warmup_ratio * total as f64).ceil() as usize };
-        LrSchedule { kind, base_lr, warmup, total }
+        let warmup = if warmup_steps > 0 {
+            warmup_steps
+        } else {
+            (warmup_ratio * total as f64).ceil() as usize
+        };
+        LrSchedule {
+            kind,
+            base_lr,
+            warmup,
+            total,
+        }
     }
 
     /// Learning rate for the optimizer step with 0-based index `step`.
@@ -62,7 +71,18 @@ mod tests {
         // get_cosine_schedule_with_warmup(opt, 2, 10) with lr 1: [0, .5, 1, .9619, .8536, .6913, .5, .3087, .1464, .0381]
         let s = LrSchedule::new(SchedulerKind::Cosine, 1.0, 10, 0.15, 0);
         assert_eq!(s.warmup, 2);
-        let want = [0.0, 0.5, 1.0, 0.961_939_8, 0.853_553_4, 0.691_341_7, 0.5, 0.308_658_3, 0.146_446_6, 0.038_060_2];
+        let want = [
+            0.0,
+            0.5,
+            1.0,
+            0.961_939_8,
+            0.853_553_4,
+            0.691_341_7,
+            0.5,
+            0.308_658_3,
+            0.146_446_6,
+            0.038_060_2,
+        ];
         for (i, w) in want.iter().enumerate() {
             assert!((s.lr(i) - w).abs() < 1e-6, "step {i}: {} vs {w}", s.lr(i));
         }

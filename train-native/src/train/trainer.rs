@@ -151,7 +151,10 @@ impl Trainer {
             .collect::<candle_core::Result<_>>()?;
         let norm = clip_grad_norm(&mut grads, self.s.max_grad_norm)?;
         if !norm.is_finite() {
-            bail!("gradient norm is {norm} at step {}: training diverged (lower learning_rate?)", self.opt.steps_done() + 1);
+            bail!(
+                "gradient norm is {norm} at step {}: training diverged (lower learning_rate?)",
+                self.opt.steps_done() + 1
+            );
         }
         self.opt.step(&grads, lr)?;
         Ok((losses.iter().sum::<f64>() / n, norm, tokens, losses))
@@ -173,23 +176,49 @@ impl Trainer {
         let mut first_eval = metrics.records().iter().find_map(|r| r.eval_loss);
         let mut last_eval = metrics.records().iter().rev().find_map(|r| r.eval_loss);
         let mut last_loss = None;
-        let step_delay = std::env::var("SQLORA_TRAIN_STEP_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok());
+        let step_delay = std::env::var("SQLORA_TRAIN_STEP_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok());
         let tokens_at_start = state.tokens;
 
         if state.step == 0 && self.s.eval_steps > 0 {
             if let Some(e) = self.eval_loss()? {
                 first_eval = Some(e);
                 last_eval = Some(e);
-                self.record(&mut metrics, &bar, Record { step: 0, epoch: 0.0, loss: None, lr: None, grad_norm: None, tokens_per_s: None, eval_loss: Some(e) })?;
+                self.record(
+                    &mut metrics,
+                    &bar,
+                    Record {
+                        step: 0,
+                        epoch: 0.0,
+                        loss: None,
+                        lr: None,
+                        grad_norm: None,
+                        tokens_per_s: None,
+                        eval_loss: Some(e),
+                    },
+                )?;
             }
         }
-        let mut order = epoch_order(&lens, self.s.batch_size, self.s.seed, state.epoch, self.s.group_by_length);
+        let mut order = epoch_order(
+            &lens,
+            self.s.batch_size,
+            self.s.seed,
+            state.epoch,
+            self.s.group_by_length,
+        );
         while state.step < total {
             let groups: Vec<&[Vec<usize>]> = order.chunks(self.s.grad_accum).collect();
             if state.group >= groups.len() {
                 state.epoch += 1;
                 state.group = 0;
-                order = epoch_order(&lens, self.s.batch_size, self.s.seed, state.epoch, self.s.group_by_length);
+                order = epoch_order(
+                    &lens,
+                    self.s.batch_size,
+                    self.s.seed,
+                    state.epoch,
+                    self.s.group_by_length,
+                );
                 continue;
             }
             let group: Vec<Vec<usize>> = groups[state.group].to_vec();
@@ -214,7 +243,15 @@ impl Trainer {
                 last_eval = eval_loss;
             }
             if log_now || eval_loss.is_some() {
-                let mut rec = Record { step: state.step, epoch: epoch_f, loss: None, lr: None, grad_norm: None, tokens_per_s: None, eval_loss };
+                let mut rec = Record {
+                    step: state.step,
+                    epoch: epoch_f,
+                    loss: None,
+                    lr: None,
+                    grad_norm: None,
+                    tokens_per_s: None,
+                    eval_loss,
+                };
                 if log_now {
                     let secs = window.0.elapsed().as_secs_f64().max(1e-9);
                     rec.loss = Some(state.log_loss_sum / state.log_loss_n.max(1) as f64);
@@ -233,7 +270,14 @@ impl Trainer {
                 b.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
             }
             if self.s.save_steps > 0 && (state.step.is_multiple_of(self.s.save_steps as u64) || done) {
-                checkpoint::save(&out, &state, &self.opt, &self.spec, &self.base_name, self.s.keep_checkpoints)?;
+                checkpoint::save(
+                    &out,
+                    &state,
+                    &self.opt,
+                    &self.spec,
+                    &self.base_name,
+                    self.s.keep_checkpoints,
+                )?;
             }
         }
         if let Some(b) = &bar {
@@ -273,8 +317,10 @@ impl Trainer {
         }
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}")
-                .expect("static template"),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}",
+            )
+            .expect("static template"),
         );
         bar.set_position(at);
         bar.reset_eta();
@@ -336,7 +382,9 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let dev = Device::Cpu;
         let mut rand_t = |shape: [usize; 2], scale: f32| {
-            let v: Vec<f32> = (0..shape[0] * shape[1]).map(|_| rng.random_range(-scale..scale)).collect();
+            let v: Vec<f32> = (0..shape[0] * shape[1])
+                .map(|_| rng.random_range(-scale..scale))
+                .collect();
             Tensor::from_vec(v, (shape[0], shape[1]), &dev).unwrap()
         };
         let layers = (0..cfg.num_hidden_layers)
@@ -396,10 +444,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let base = tiny_model(5);
         let mut model = base.clone();
-        let spec = LoraSpec { r: 8, alpha: 16.0, dropout: 0.0, targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()] };
+        let spec = LoraSpec {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+        };
         let params = attach(&mut model, &spec, 0).unwrap();
         assert_eq!(params.len(), 2 * 3 * 2);
-        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+        let cfg = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
         let data = dataset(32);
         let mut t = Trainer {
             model,
@@ -425,10 +483,24 @@ mod tests {
         let ids = Tensor::new(&[[5u32, 9, 14, 3, 40, 22]], &Device::Cpu).unwrap();
         let want = t.model.forward(&ids, 0, None).unwrap();
         let got = reloaded.forward(&ids, 0, None).unwrap();
-        let diff = (want.clone() - got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (want.clone() - got)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         // Same values; the in-place Var path and the loaded path may round differently in the last bit.
         assert!(diff < 1e-5, "max |Δlogit| = {diff}");
-        let base_diff = (want - base.forward(&ids, 0, None).unwrap()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let base_diff = (want - base.forward(&ids, 0, None).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(base_diff > 1e-3, "training changed nothing");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -436,7 +508,10 @@ mod tests {
     #[test]
     fn masking_leaves_prompt_tokens_out_of_the_loss() {
         // Prompt [7, 8, 9], answer [10, 2]: only the predictions of 10 and EOS count.
-        let ex = Encoded { ids: vec![7, 8, 9, 10, 2], loss_mask: vec![false, false, false, true, true] };
+        let ex = Encoded {
+            ids: vec![7, 8, 9, 10, 2],
+            loss_mask: vec![false, false, false, true, true],
+        };
         let batch = collate(&[&ex], 0, &Device::Cpu).unwrap();
         assert_eq!(batch.target_tokens, 2);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -444,11 +519,24 @@ mod tests {
         let logits = Var::from_tensor(&Tensor::from_vec(v, (1, 5, 16), &Device::Cpu).unwrap()).unwrap();
         let loss = masked_loss(logits.as_tensor(), &batch).unwrap();
         // By hand: -(log p(10 | pos 2) + log p(2 | pos 3)) / 2.
-        let lp = candle_nn::ops::log_softmax(logits.as_tensor(), D::Minus1).unwrap().to_vec3::<f32>().unwrap();
+        let lp = candle_nn::ops::log_softmax(logits.as_tensor(), D::Minus1)
+            .unwrap()
+            .to_vec3::<f32>()
+            .unwrap();
         let want = -(lp[0][2][10] + lp[0][3][2]) / 2.0;
         assert!((loss.to_scalar::<f32>().unwrap() - want).abs() < 1e-6);
         // No gradient flows to the logits of prompt positions (0, 1) nor the last one.
-        let g = loss.backward().unwrap().get(logits.as_tensor()).unwrap().abs().unwrap().sum(2).unwrap().to_vec2::<f32>().unwrap();
+        let g = loss
+            .backward()
+            .unwrap()
+            .get(logits.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum(2)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!((g[0][0], g[0][1], g[0][4]), (0.0, 0.0, 0.0));
         assert!(g[0][2] > 0.0 && g[0][3] > 0.0);
     }

@@ -8,22 +8,13 @@ mod exports {
 
     /// Load a GGUF model in a Web Worker: `init(modelUrl, onProgress?, assetBase?)`.
     #[wasm_bindgen]
-    pub fn init(
-        model_url: String,
-        on_progress: Option<Function>,
-        asset_base: Option<String>,
-    ) -> Promise {
+    pub fn init(model_url: String, on_progress: Option<Function>, asset_base: Option<String>) -> Promise {
         sqlora_web::api::init(model_url, on_progress, asset_base)
     }
 
     /// Generate SQL: `generate(schema, question, options?, onToken?)`.
     #[wasm_bindgen]
-    pub fn generate(
-        schema: String,
-        question: String,
-        options: JsValue,
-        on_token: Option<Function>,
-    ) -> Promise {
+    pub fn generate(schema: String, question: String, options: JsValue, on_token: Option<Function>) -> Promise {
         sqlora_web::api::generate(schema, question, options, on_token)
     }
 
