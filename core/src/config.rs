@@ -149,10 +149,10 @@ impl ModelConfig {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 || self.head_dim == 0 {
             return bad("head counts and head_dim must be positive");
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return bad("num_attention_heads must be a multiple of num_key_value_heads");
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad("head_dim must be even for rotary embeddings");
         }
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {

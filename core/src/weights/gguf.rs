@@ -233,7 +233,7 @@ impl GgufFile {
         // The embedding stays quantized unless a dense model was asked for: the
         // lookup dequantizes only the rows it needs.
         let embed_tokens = match format {
-            BaseFormat::AsStored if embd.dtype().block_size() > 1 && h % embd.dtype().block_size() == 0 => {
+            BaseFormat::AsStored if embd.dtype().block_size() > 1 && h.is_multiple_of(embd.dtype().block_size()) => {
                 Embedding::Quantized(std::sync::Arc::new(embd))
             }
             _ => Embedding::Dense(embd.dequantize(device)?),
@@ -294,7 +294,7 @@ impl GgufFile {
 fn byte_len(info: &TensorInfo) -> Result<usize> {
     let n = info.shape.elem_count();
     let bs = info.ggml_dtype.block_size();
-    if n % bs != 0 {
+    if !n.is_multiple_of(bs) {
         return Err(Error::msg(format!(
             "tensor of {n} elements is not a whole number of {bs}-blocks"
         )));
