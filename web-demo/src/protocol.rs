@@ -91,10 +91,10 @@ pub enum FromWorker {
         load_ms: f64,
         model: String,
     },
-    /// The exact prompt, once it is built (for "show prompt").
+    /// The exact prompt, once it is built (for "show prompt"; its token
+    /// count comes with [`GenStats`]).
     Prompt {
         text: String,
-        tokens: usize,
     },
     /// A new piece of streamed text.
     Token {

@@ -63,7 +63,7 @@ struct State {
     stats: RwSignal<Option<GenStats>>,
     check: RwSignal<Option<CheckReport>>,
     error: RwSignal<Option<Failure>>,
-    prompt: RwSignal<Option<(String, usize)>>,
+    prompt: RwSignal<Option<String>>,
     notice: RwSignal<String>,
 }
 
@@ -120,7 +120,7 @@ impl State {
                 });
                 self.error.set(None);
             }
-            FromWorker::Prompt { text, tokens } => self.prompt.set(Some((text, tokens))),
+            FromWorker::Prompt { text } => self.prompt.set(Some(text)),
             FromWorker::Token { text } => self.output.update(|o| o.push_str(&text)),
             FromWorker::Done { stats } => {
                 self.check
@@ -401,7 +401,10 @@ fn OutputPanel(state: State) -> impl IntoView {
             </div>
             <details>
                 <summary>"Prompt"</summary>
-                <pre class="prompt">{move || state.prompt.get().map(|(t, n)| format!("{t}\n[{n} tokens]"))}</pre>
+                <pre class="prompt">{move || state.prompt.get().map(|t| match state.stats.get() {
+                    Some(s) => format!("{t}\n[{} tokens]", s.prompt_tokens),
+                    None => t,
+                })}</pre>
             </details>
         </section>
     }

@@ -93,7 +93,7 @@ async fn load(url: String) {
     let size = got.bytes.len() as f64;
     match Engine::from_gguf_bytes(got.bytes, &url) {
         Ok(engine) => {
-            let model = engine.name.clone();
+            let model = engine.name().to_string();
             ENGINE.with(|e| *e.borrow_mut() = Some(Rc::new(engine)));
             post(&FromWorker::Loaded {
                 url,
@@ -123,10 +123,7 @@ fn run(schema: &str, question: &str, options: &GenOptions) {
         });
     };
     let result = engine.prompt(schema, question).and_then(|prompt| {
-        post(&FromWorker::Prompt {
-            text: prompt.text.clone(),
-            tokens: prompt.ids.len(),
-        });
+        post(&FromWorker::Prompt { text: prompt.clone() });
         engine.generate(&prompt, options, &now_ms, &mut |piece| {
             post(&FromWorker::Token {
                 text: piece.to_string(),
