@@ -28,6 +28,9 @@ use crate::{Error, Result};
 pub const DEFAULT_USER_TEMPLATE: &str =
     "Database schema:\n{schema}\n\n{examples}Question: {question}\nAnswer with a single SQLite query only.";
 
+/// See [`PromptSettings::answer_prefix`].
+pub const DEFAULT_ANSWER_PREFIX: &str = "SELECT";
+
 /// How prompts are built. Serialisable (JSON) so an adapter carries the
 /// settings it was trained with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +43,11 @@ pub struct PromptSettings {
     pub schema_format: SchemaFormat,
     /// The user turn; `{schema}`, `{question}` and `{examples}` are replaced.
     pub user_template: String,
+    /// Text the assistant's answer starts with, placed at the end of the prompt
+    /// (`SELECT`: every Spider and WikiSQL query starts with it). It keeps a small
+    /// base model from answering in prose, and training moves it from the answer
+    /// into the prompt, so both see the same split. Empty: no prefix.
+    pub answer_prefix: String,
 }
 
 impl Default for PromptSettings {
@@ -48,6 +56,7 @@ impl Default for PromptSettings {
             system: None,
             schema_format: SchemaFormat::Compact,
             user_template: DEFAULT_USER_TEMPLATE.to_string(),
+            answer_prefix: DEFAULT_ANSWER_PREFIX.to_string(),
         }
     }
 }
@@ -131,7 +140,14 @@ impl PromptSettings {
         question: &str,
         shots: &[FewShot],
     ) -> Result<String> {
-        template.render(&self.messages(schema_text, question, shots), true)
+        let mut prompt = template.render(&self.messages(schema_text, question, shots), true)?;
+        prompt.push_str(&self.answer_prefix);
+        Ok(prompt)
+    }
+
+    /// The full answer text from a completion of a prompt that ended in the prefix.
+    pub fn with_prefix(&self, completion: &str) -> String {
+        format!("{}{completion}", self.answer_prefix)
     }
 
     /// Prompt and answer texts for training: the answer is the SQL plus the
@@ -145,7 +161,24 @@ impl PromptSettings {
         shots: &[FewShot],
         sql: &str,
     ) -> Result<TrainingText> {
-        let (prompt, answer) = template.split_turn(&self.messages(schema_text, question, shots), sql.trim())?;
+        let (mut prompt, mut answer) = template.split_turn(&self.messages(schema_text, question, shots), sql.trim())?;
+        if !self.answer_prefix.is_empty() {
+            // The prefix moves into the prompt (exactly as generation sees it); a
+            // query that does not start with it (any case) cannot be taught with it.
+            let n = self.answer_prefix.len();
+            if !answer
+                .get(..n)
+                .is_some_and(|head| head.eq_ignore_ascii_case(&self.answer_prefix))
+            {
+                return Err(Error::msg(format!(
+                    "the answer `{}` does not start with the answer prefix `{}`",
+                    sql.trim(),
+                    self.answer_prefix
+                )));
+            }
+            prompt.push_str(&self.answer_prefix);
+            answer = answer[n..].to_string();
+        }
         Ok(TrainingText { prompt, answer })
     }
 

@@ -41,7 +41,11 @@ fn reference() -> serde_json::Value {
 #[test]
 fn default_settings_reproduce_the_peer_prompt() {
     let (tmpl, tok) = smollm2();
-    let s = PromptSettings::default();
+    // The peer's prompt has no answer prefix; everything before it is identical.
+    let s = PromptSettings {
+        answer_prefix: String::new(),
+        ..PromptSettings::default()
+    };
     let prompt = s
         .prompt(
             &tmpl,
@@ -119,8 +123,17 @@ fn training_example_masks_the_prompt_and_ends_with_eos() {
     let t = s
         .training_text(&tmpl, &schema.to_compact(), "How many singers do we have?", &[], sql)
         .unwrap();
-    assert!(t.prompt.ends_with("<|im_start|>assistant\n"));
-    assert_eq!(t.answer, "SELECT count(*) FROM singer<|im_end|>");
+    // The default answer prefix moves from the answer into the prompt.
+    assert!(t.prompt.ends_with("<|im_start|>assistant\nSELECT"));
+    assert_eq!(t.answer, " count(*) FROM singer<|im_end|>");
+    let inference = s
+        .prompt(&tmpl, &schema.to_compact(), "How many singers do we have?", &[])
+        .unwrap();
+    assert_eq!(inference, t.prompt, "training and generation see the same prompt");
+    let err = s
+        .training_text(&tmpl, "x", "q", &[], "WITH a AS (SELECT 1) SELECT * FROM a")
+        .unwrap_err();
+    assert!(err.to_string().contains("answer prefix"), "{err}");
 
     let ex = s
         .encode_example(&tmpl, &tok, schema, "How many singers do we have?", &[], sql, 256)

@@ -106,15 +106,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         true
     };
-    let g = generate(&t2s.model, &t2s.tokenizer, &ids, &cfg, &mut on_token)?;
-    if a.stream {
-        eprintln!();
-    }
     if a.raw {
+        let g = generate(&t2s.model, &t2s.tokenizer, &ids, &cfg, &mut on_token)?;
+        if a.stream {
+            eprintln!();
+        }
         print!("{}", g.text);
         std::io::stdout().flush()?;
     } else {
-        println!("{}", sqlora_core::prompt::extract_sql(&g.text));
+        let answer = t2s.generate(&prompt, &cfg, &mut on_token)?;
+        if a.stream {
+            eprintln!();
+        }
+        println!("{}", answer.sql);
     }
     Ok(())
 }
