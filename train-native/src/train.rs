@@ -22,13 +22,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use sqlora_core::chat::ChatTemplate;
+use sqlora_core::linear::Linear;
 use sqlora_core::model::Model;
+use sqlora_core::pipeline::PROMPT_SETTINGS_FILE;
+use sqlora_core::prompt::PromptSettings;
 use sqlora_core::tokenizer::Tokenizer;
 use sqlora_core::weights::{self, BaseFormat, ModelSource};
 
 use self::batch::Encoded;
 use self::config::TrainConfig;
-use self::encode::{EncodeStats, Encoder, FewShot, PromptSettings};
+use self::encode::{EncodeStats, Encoder, ShotIndex};
 use self::lora_setup::LoraSpec;
 use self::optim::{AdamWConfig, Param};
 use self::schedule::{LrSchedule, SchedulerKind};
@@ -106,6 +110,10 @@ pub fn run(args: Args) -> Result<()> {
     let ckpt = weights::load(&ModelSource::parse(&base)?, base_format(&cfg.quantization), &device)?;
     let base_name = ckpt.name.clone();
     let (mut model, tok, template) = ckpt.into_model(&device)?;
+    if cfg.dense_base_cache {
+        cache_dense_base(&mut model)?;
+    }
+    let template = ChatTemplate::from_source_or_fallback(template.as_deref(), &tok)?;
     let spec = LoraSpec {
         r: cfg.lora_r,
         alpha: cfg.lora_alpha,
@@ -115,20 +123,16 @@ pub fn run(args: Args) -> Result<()> {
     let params = lora_setup::attach(&mut model, &spec, cfg.seed)?;
     check_gradient_flow(&model, &params)?;
 
-    let settings = PromptSettings::for_model(
-        &tok,
-        template.as_deref(),
-        &cfg.system_prompt,
-        cfg.few_shot,
-        cfg.max_length,
-    )?;
-    let (train, eval, stats) = load_and_encode(&cfg, &tok, &settings, &say)?;
+    let settings = prompt_settings(&cfg)?;
+    let (train, eval, stats) = load_and_encode(&cfg, &tok, &template, &settings, &say)?;
     say(format!(
-        "train: {} sequences ({} schemas cut to fit max_length {}, {} dropped); eval: {} sequences",
+        "train: {} sequences ({} schemas cut to fit max_length {}, {} too long, {} not starting with `{}`: dropped); eval: {} sequences",
         train.len(),
         stats.schema_cut,
         cfg.max_length,
         stats.dropped,
+        stats.unprefixed,
+        settings.answer_prefix,
         eval.len()
     ));
     if train.is_empty() {
@@ -140,7 +144,8 @@ pub fn run(args: Args) -> Result<()> {
 
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
     std::fs::write(out.join("train_config.toml"), cfg.to_toml())?;
-    std::fs::write(out.join("prompt.json"), serde_json::to_string_pretty(&settings)?)?;
+    // Beside the adapter, so eval/generate/export rebuild the training prompt.
+    std::fs::write(out.join(PROMPT_SETTINGS_FILE), settings.to_json())?;
 
     let mut trainer = build_trainer(&cfg, model, params, train, eval, &tok, spec, base_name, log)?;
     let resume = match resume_from {
@@ -204,7 +209,13 @@ pub fn build_trainer(
         output_dir: PathBuf::from(&cfg.output_dir),
         log,
     };
+    let head = if cfg.dense_base_cache {
+        Linear::dense(model.lm_head().dequantize(model.device())?, None)
+    } else {
+        model.lm_head().clone()
+    };
     let mut t = Trainer {
+        head,
         model,
         opt,
         schedule: LrSchedule::new(SchedulerKind::Cosine, cfg.learning_rate, 1, 0.0, 0),
@@ -233,6 +244,7 @@ pub fn build_trainer(
 pub fn load_and_encode(
     cfg: &TrainConfig,
     tok: &Tokenizer,
+    template: &ChatTemplate,
     settings: &PromptSettings,
     say: &dyn Fn(String),
 ) -> Result<(Vec<Encoded>, Vec<Encoded>, EncodeStats)> {
@@ -272,23 +284,19 @@ pub fn load_and_encode(
     if cfg.limit_eval > 0 {
         eval.truncate(cfg.limit_eval);
     }
-    let eos = tok.eos_id().context("the tokenizer has no EOS token")?;
     let enc = Encoder {
         tok,
+        template,
         settings: settings.clone(),
-        eos,
+        max_length: cfg.max_length,
     };
-    let shots = (cfg.few_shot > 0).then(|| FewShot::new(&train));
+    let shots = (cfg.few_shot > 0).then(|| ShotIndex::new(&train));
     let mut stats = EncodeStats::default();
     let encode_all = |exs: &[data::Example], from_pool: bool, stats: &mut EncodeStats| -> Result<Vec<Encoded>> {
         let mut out = vec![];
         for (i, ex) in exs.iter().enumerate() {
-            let picked: Vec<&data::Example> = match &shots {
-                Some(fs) => fs
-                    .nearest(&ex.question, cfg.few_shot, from_pool.then_some(i))
-                    .into_iter()
-                    .map(|j| &train[j])
-                    .collect(),
+            let picked = match &shots {
+                Some(fs) => encode::shots(&train, &fs.nearest(&ex.question, cfg.few_shot, from_pool.then_some(i))),
                 None => vec![],
             };
             if let Some(e) = enc.encode(ex, &picked, stats)? {
@@ -300,10 +308,10 @@ pub fn load_and_encode(
     let train_enc = encode_all(&train, true, &mut stats)?;
     let mut eval_stats = EncodeStats::default();
     let eval_enc = encode_all(&eval, false, &mut eval_stats)?;
-    if eval_stats.dropped > 0 {
+    if eval_stats.dropped + eval_stats.unprefixed > 0 {
         say(format!(
-            "eval: {} examples dropped (longer than max_length even with the schema cut)",
-            eval_stats.dropped
+            "eval: {} examples dropped (longer than max_length even with the schema cut), {} not starting with `{}`",
+            eval_stats.dropped, eval_stats.unprefixed, settings.answer_prefix
         ));
     }
     Ok((train_enc, eval_enc, stats))
@@ -332,12 +340,34 @@ pub fn resolve_base(spec: &str) -> Result<String> {
     Ok(p.display().to_string())
 }
 
-fn base_format(q: &str) -> BaseFormat {
+/// The prompt settings of a run: core's defaults with the configured system
+/// line and schema format. Saved as `sqlora_prompt.json` beside the adapter.
+pub fn prompt_settings(cfg: &TrainConfig) -> Result<PromptSettings> {
+    Ok(PromptSettings {
+        system: (!cfg.system_prompt.is_empty()).then(|| cfg.system_prompt.clone()),
+        schema_format: cfg.schema_format()?,
+        ..PromptSettings::default()
+    })
+}
+
+/// `quantization` → how core loads the frozen base.
+pub fn base_format(q: &str) -> BaseFormat {
     match q {
         "nf4" => BaseFormat::Nf4,
-        "f32" => BaseFormat::F32,
+        "none" => BaseFormat::F32,
         _ => BaseFormat::AsStored,
     }
+}
+
+/// `dense_base_cache`: dequantize every frozen projection once (f32). The
+/// values are exactly what per-call dequantization would produce, so the
+/// run's numbers do not change, only its speed and memory.
+pub fn cache_dense_base(model: &mut Model) -> Result<()> {
+    let device = model.device().clone();
+    for (_, linear) in model.linears_mut() {
+        linear.to_dense(&device)?;
+    }
+    Ok(())
 }
 
 pub fn parse_device(spec: &str) -> Result<Device> {

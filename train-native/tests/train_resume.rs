@@ -79,7 +79,7 @@ fn train_cmd(model: &Path, out: &Path) -> Command {
     c.arg("train").env("RAYON_NUM_THREADS", "1");
     for s in [
         format!("base={}", model.display()),
-        "quantization=f32".into(),
+        "quantization=none".into(),
         format!("train_data={}", spider.join("train_spider.jsonl").display()),
         format!("eval_data={}", spider.join("dev.json").display()),
         format!("tables={}", spider.join("tables.json").display()),
@@ -117,7 +117,7 @@ fn killed_and_resumed_run_ends_bit_identical() {
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.last().unwrap()["summary"]["steps"], 6);
     assert!(lines.iter().any(|l| l["step"] == 0 && l["eval_loss"].is_number()));
-    assert!(a.join("loss_curve.svg").is_file() && a.join("prompt.json").is_file());
+    assert!(a.join("loss_curve.svg").is_file() && a.join("sqlora_prompt.json").is_file());
 
     // Same run, slowed down, killed (SIGKILL) once step 2's checkpoint exists.
     let b = root.join("b");

@@ -26,10 +26,11 @@ impl Encoded {
 pub struct Batch {
     /// `[b, t]` u32, right-padded.
     pub ids: Tensor,
-    /// `[b, t-1]` u32: the token each position must predict.
-    pub targets: Tensor,
-    /// `[b, t-1]` f32: 1 where that prediction counts in the loss.
-    pub mask: Tensor,
+    /// `[n]` u32: flat indices (`row * t + i`) of the positions whose next
+    /// token is in the loss; only there is the LM head computed.
+    pub positions: Tensor,
+    /// `[n]` u32: the token each of those positions must predict.
+    pub labels: Tensor,
     /// Real (unpadded) tokens in the batch.
     pub tokens: usize,
     /// Tokens the loss covers.
@@ -68,24 +69,23 @@ pub fn collate(examples: &[&Encoded], pad_id: u32, device: &Device) -> Result<Ba
     }
     let b = examples.len();
     let mut ids = vec![pad_id; b * t];
-    let mut targets = vec![pad_id; b * (t - 1)];
-    let mut mask = vec![0f32; b * (t - 1)];
+    let (mut positions, mut labels) = (vec![], vec![]);
     let (mut tokens, mut target_tokens) = (0, 0);
     for (r, e) in examples.iter().enumerate() {
         ids[r * t..r * t + e.len()].copy_from_slice(&e.ids);
         tokens += e.len();
         for i in 1..e.len() {
-            targets[r * (t - 1) + i - 1] = e.ids[i];
             if e.loss_mask[i] {
-                mask[r * (t - 1) + i - 1] = 1.0;
+                positions.push((r * t + i - 1) as u32);
+                labels.push(e.ids[i]);
                 target_tokens += 1;
             }
         }
     }
     Ok(Batch {
         ids: Tensor::from_vec(ids, (b, t), device)?,
-        targets: Tensor::from_vec(targets, (b, t - 1), device)?,
-        mask: Tensor::from_vec(mask, (b, t - 1), device)?,
+        positions: Tensor::from_vec(positions, target_tokens, device)?,
+        labels: Tensor::from_vec(labels, target_tokens, device)?,
         tokens,
         target_tokens,
     })
@@ -138,14 +138,9 @@ mod tests {
             batch.ids.to_vec2::<u32>().unwrap(),
             vec![vec![10, 11, 12, 13], vec![20, 21, 0, 0]]
         );
-        assert_eq!(
-            batch.targets.to_vec2::<u32>().unwrap(),
-            vec![vec![11, 12, 13], vec![21, 0, 0]]
-        );
-        assert_eq!(
-            batch.mask.to_vec2::<f32>().unwrap(),
-            vec![vec![0., 1., 1.], vec![1., 0., 0.]]
-        );
+        // Predictions of 12 (row 0, pos 1), 13 (row 0, pos 2) and 21 (row 1, pos 0).
+        assert_eq!(batch.positions.to_vec1::<u32>().unwrap(), vec![1, 2, 4]);
+        assert_eq!(batch.labels.to_vec1::<u32>().unwrap(), vec![12, 13, 21]);
         assert_eq!((batch.tokens, batch.target_tokens), (6, 3));
     }
 }

@@ -147,13 +147,18 @@ mod tests {
     use crate::train::optim::{AdamWConfig, Param};
     use candle_core::Var;
 
+    /// A rank-1 adapter on one `[1, 2]` module: A `[1, 2]` = `vals`, B `[1, 1]`.
     fn opt(vals: &[f32]) -> AdamW {
-        let p = Param {
+        let a = Param {
             name: "base_model.model.x.lora_A.weight".into(),
-            var: Var::new(vals, &Device::Cpu).unwrap(),
+            var: Var::from_tensor(&Tensor::new(vals, &Device::Cpu).unwrap().reshape((1, 2)).unwrap()).unwrap(),
+        };
+        let b = Param {
+            name: "base_model.model.x.lora_B.weight".into(),
+            var: Var::new(&[[0.5f32]], &Device::Cpu).unwrap(),
         };
         AdamW::new(
-            vec![p],
+            vec![a, b],
             AdamWConfig {
                 beta1: 0.9,
                 beta2: 0.999,
@@ -162,6 +167,13 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    fn grads(x: f32, y: f32) -> [Tensor; 2] {
+        [
+            Tensor::new(&[[x, y]], &Device::Cpu).unwrap(),
+            Tensor::new(&[[x * y]], &Device::Cpu).unwrap(),
+        ]
     }
 
     #[test]
@@ -177,8 +189,7 @@ mod tests {
         };
         let mut a = opt(&[1.0, 2.0]);
         for step in 1..=4u64 {
-            a.step(&[Tensor::new(&[0.5f32, -0.25], &Device::Cpu).unwrap()], 0.1)
-                .unwrap();
+            a.step(&grads(0.5, -0.25), 0.1).unwrap();
             let st = LoopState {
                 step,
                 epoch: 0,
@@ -198,15 +209,14 @@ mod tests {
         let st = load(&dir_for(&dir, 4), &mut b).unwrap();
         assert_eq!((st.step, st.tokens), (4, 40));
         assert_eq!(
-            b.params()[0].var.as_tensor().to_vec1::<f32>().unwrap(),
-            a.params()[0].var.as_tensor().to_vec1::<f32>().unwrap()
+            b.params()[0].var.as_tensor().to_vec2::<f32>().unwrap(),
+            a.params()[0].var.as_tensor().to_vec2::<f32>().unwrap()
         );
-        let g = Tensor::new(&[0.1f32, 0.3], &Device::Cpu).unwrap();
-        a.step(&[g.clone()], 0.1).unwrap();
-        b.step(&[g], 0.1).unwrap();
+        a.step(&grads(0.1, 0.3), 0.1).unwrap();
+        b.step(&grads(0.1, 0.3), 0.1).unwrap();
         assert_eq!(
-            b.params()[0].var.as_tensor().to_vec1::<f32>().unwrap(),
-            a.params()[0].var.as_tensor().to_vec1::<f32>().unwrap()
+            b.params()[0].var.as_tensor().to_vec2::<f32>().unwrap(),
+            a.params()[0].var.as_tensor().to_vec2::<f32>().unwrap()
         );
         assert!(dir_for(&dir, 4).join("adapter_model.safetensors").is_file());
         let _ = std::fs::remove_dir_all(&dir);

@@ -10,71 +10,34 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
+use sqlora_core::schema::{Column, Schema, SpiderTables, Table};
 
-/// A database schema: tables with typed columns and keys.
+/// A WikiSQL table as its logical form refers to it: columns by index.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DbSchema {
-    pub tables: Vec<TableDef>,
+struct WikiTable {
+    name: String,
+    /// (header as written, declared type)
+    columns: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableDef {
-    pub name: String,
-    pub columns: Vec<(String, String)>,
-    pub primary_key: Vec<String>,
-    /// (column, referenced table, referenced column)
-    pub foreign_keys: Vec<(String, String, String)>,
-}
-
-impl TableDef {
-    fn render(&self, n_cols: usize) -> String {
-        let mut parts: Vec<String> = self.columns[..n_cols].iter().map(|(c, t)| format!("{c} {t}")).collect();
-        let shown = |c: &String| self.columns[..n_cols].iter().any(|(n, _)| n == c);
-        let pk: Vec<&String> = self.primary_key.iter().filter(|c| shown(c)).collect();
-        if !pk.is_empty() {
-            parts.push(format!(
-                "PRIMARY KEY ({})",
-                pk.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            ));
+impl WikiTable {
+    /// The one-table schema core renders into prompts (it quotes free-text names itself).
+    fn schema(&self) -> Schema {
+        Schema {
+            tables: vec![Table {
+                name: self.name.clone(),
+                columns: self
+                    .columns
+                    .iter()
+                    .map(|(n, t)| Column {
+                        name: n.clone(),
+                        ty: t.clone(),
+                    })
+                    .collect(),
+                primary_key: vec![],
+            }],
+            foreign_keys: vec![],
         }
-        for (c, t, rc) in self.foreign_keys.iter().filter(|(c, _, _)| shown(c)) {
-            parts.push(format!("FOREIGN KEY ({c}) REFERENCES {t}({rc})"));
-        }
-        format!("CREATE TABLE {}({})", self.name, parts.join(", "))
-    }
-}
-
-impl DbSchema {
-    /// The whole schema as `CREATE TABLE` lines (column types and keys included).
-    pub fn render(&self) -> String {
-        self.render_cut(self.tables.len(), usize::MAX)
-    }
-
-    /// The first `n_tables` tables, the last of them cut to `last_cols` columns.
-    pub fn render_cut(&self, n_tables: usize, last_cols: usize) -> String {
-        let n = n_tables.min(self.tables.len());
-        (0..n)
-            .map(|i| {
-                let t = &self.tables[i];
-                let cols = if i + 1 == n {
-                    last_cols.min(t.columns.len())
-                } else {
-                    t.columns.len()
-                };
-                t.render(cols)
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Ever shorter renderings: whole, then dropping columns from the end, then
-    /// tables; the truncation order for fitting `max_length`.
-    pub fn cuts(&self) -> impl Iterator<Item = String> + '_ {
-        let n = self.tables.len();
-        (1..=n).rev().flat_map(move |k| {
-            let cols = self.tables[k - 1].columns.len();
-            (1..=cols).rev().map(move |c| self.render_cut(k, c))
-        })
     }
 }
 
@@ -86,7 +49,7 @@ pub struct Example {
     pub db_id: String,
     pub question: String,
     pub sql: String,
-    pub schema: Arc<DbSchema>,
+    pub schema: Arc<Schema>,
 }
 
 /// Loaded examples and how many malformed records were skipped.
@@ -101,7 +64,8 @@ pub struct Loaded {
 pub fn load(path: &Path, tables: Option<&Path>, skip_malformed: bool) -> Result<Loaded> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let records = records(path, &text)?;
-    let mut schemas: Option<HashMap<String, Arc<DbSchema>>> = None;
+    let mut spider: Option<HashMap<String, Arc<Schema>>> = None;
+    let mut wiki: Option<HashMap<String, Arc<WikiTable>>> = None;
     let mut out = Loaded::default();
     for (line, rec) in records {
         let rec = match rec {
@@ -114,9 +78,9 @@ pub fn load(path: &Path, tables: Option<&Path>, skip_malformed: bool) -> Result<
         };
         let parsed = (|| -> Result<Example> {
             if rec.get("db_id").is_some() {
-                let schemas = match &schemas {
+                let schemas = match &spider {
                     Some(s) => s,
-                    None => schemas.insert(load_spider_tables(
+                    None => spider.insert(load_spider_tables(
                         tables.ok_or_else(|| anyhow!("Spider data needs `tables` (tables.json)"))?,
                     )?),
                 };
@@ -124,9 +88,9 @@ pub fn load(path: &Path, tables: Option<&Path>, skip_malformed: bool) -> Result<
             } else if rec.get("header").is_some() {
                 wikisql_inline_example(&rec)
             } else if rec.get("table_id").is_some() {
-                let schemas = match &schemas {
+                let schemas = match &wiki {
                     Some(s) => s,
-                    None => schemas.insert(load_wikisql_headers(tables.ok_or_else(|| {
+                    None => wiki.insert(load_wikisql_headers(tables.ok_or_else(|| {
                         anyhow!("WikiSQL lines without a header need `tables` (a *.tables_headers.jsonl file)")
                     })?)?),
                 };
@@ -168,7 +132,7 @@ fn str_field<'a>(rec: &'a Value, key: &str) -> Result<&'a str> {
         .ok_or_else(|| anyhow!("missing or non-string field `{key}`"))
 }
 
-fn spider_example(rec: &Value, schemas: &HashMap<String, Arc<DbSchema>>) -> Result<Example> {
+fn spider_example(rec: &Value, schemas: &HashMap<String, Arc<Schema>>) -> Result<Example> {
     let db_id = str_field(rec, "db_id")?;
     let schema = schemas
         .get(db_id)
@@ -191,80 +155,18 @@ fn normalize_sql(sql: &str) -> String {
         .to_string()
 }
 
-/// Spider `tables.json` → schemas by db_id (original table/column names).
-pub fn load_spider_tables(path: &Path) -> Result<HashMap<String, Arc<DbSchema>>> {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        db_id: String,
-        table_names_original: Vec<String>,
-        column_names_original: Vec<(i64, String)>,
-        column_types: Vec<String>,
-        #[serde(default)]
-        primary_keys: Vec<Value>,
-        #[serde(default)]
-        foreign_keys: Vec<(usize, usize)>,
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let raws: Vec<Raw> =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a Spider tables.json", path.display()))?;
-    let mut out = HashMap::new();
-    for (i, r) in raws.into_iter().enumerate() {
-        let bad = |m: String| anyhow!("{}: database {} (`{}`): {m}", path.display(), i + 1, r.db_id);
-        if r.column_types.len() != r.column_names_original.len() {
-            return Err(bad("column_types and column_names_original differ in length".into()));
-        }
-        let col = |c: usize| -> Result<(usize, String)> {
-            let (t, name) = r
-                .column_names_original
-                .get(c)
-                .ok_or_else(|| bad(format!("column index {c} out of range")))?;
-            let t = usize::try_from(*t).map_err(|_| bad(format!("column {c} belongs to no table")))?;
-            Ok((t, name.clone()))
-        };
-        let mut tables: Vec<TableDef> = r
-            .table_names_original
-            .iter()
-            .map(|n| TableDef {
-                name: n.clone(),
-                columns: vec![],
-                primary_key: vec![],
-                foreign_keys: vec![],
-            })
-            .collect();
-        for (c, ((t, name), ty)) in r.column_names_original.iter().zip(&r.column_types).enumerate() {
-            if *t < 0 {
-                continue; // the `*` pseudo-column
-            }
-            let table = tables
-                .get_mut(*t as usize)
-                .ok_or_else(|| bad(format!("column {c} names table {t}")))?;
-            table.columns.push((name.clone(), ty.clone()));
-        }
-        // A primary key is a column index, or a list of them (composite keys).
-        for pk in &r.primary_keys {
-            let cols: Vec<usize> = match pk {
-                Value::Number(n) => vec![n.as_u64().unwrap_or(u64::MAX) as usize],
-                Value::Array(a) => a.iter().map(|v| v.as_u64().unwrap_or(u64::MAX) as usize).collect(),
-                _ => return Err(bad("primary_keys entries must be numbers or lists".into())),
-            };
-            for c in cols {
-                let (t, name) = col(c)?;
-                tables[t].primary_key.push(name);
-            }
-        }
-        for &(from, to) in &r.foreign_keys {
-            let (t, name) = col(from)?;
-            let (rt, rname) = col(to)?;
-            let rtable = tables[rt].name.clone();
-            tables[t].foreign_keys.push((name, rtable, rname));
-        }
-        out.insert(r.db_id.clone(), Arc::new(DbSchema { tables }));
-    }
-    Ok(out)
+/// Spider `tables.json` → schemas by db_id (original names, types, keys), via core.
+pub fn load_spider_tables(path: &Path) -> Result<HashMap<String, Arc<Schema>>> {
+    let tables = SpiderTables::from_file(path)?;
+    Ok(tables
+        .db_ids()
+        .iter()
+        .filter_map(|id| tables.get(id).map(|s| (id.clone(), Arc::new(s.clone()))))
+        .collect())
 }
 
 /// WikiSQL headers file (`{id, name, header, types}` per line) → one-table schemas by id.
-pub fn load_wikisql_headers(path: &Path) -> Result<HashMap<String, Arc<DbSchema>>> {
+fn load_wikisql_headers(path: &Path) -> Result<HashMap<String, Arc<WikiTable>>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -277,7 +179,7 @@ pub fn load_wikisql_headers(path: &Path) -> Result<HashMap<String, Arc<DbSchema>
     Ok(out)
 }
 
-fn wikisql_table(v: &Value) -> Result<DbSchema> {
+fn wikisql_table(v: &Value) -> Result<WikiTable> {
     let name = v
         .get("table_name")
         .or_else(|| v.get("name"))
@@ -300,14 +202,9 @@ fn wikisql_table(v: &Value) -> Result<DbSchema> {
     if types.len() != header.len() {
         bail!("`header` and `types` differ in length");
     }
-    let columns = header.iter().zip(types).map(|(h, t)| (quote_ident(h), t)).collect();
-    Ok(DbSchema {
-        tables: vec![TableDef {
-            name: name.to_string(),
-            columns,
-            primary_key: vec![],
-            foreign_keys: vec![],
-        }],
+    Ok(WikiTable {
+        name: name.to_string(),
+        columns: header.into_iter().zip(types).collect(),
     })
 }
 
@@ -327,7 +224,7 @@ const AGG: [&str; 6] = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"];
 const OPS: [&str; 3] = ["=", ">", "<"];
 
 /// WikiSQL's logical form `{sel, agg, conds}` → executable SQL over the schema's table.
-fn wikisql_sql(sql: &Value, table: &TableDef) -> Result<String> {
+fn wikisql_sql(sql: &Value, table: &WikiTable) -> Result<String> {
     let idx = |v: &Value, what: &str| {
         v.as_u64()
             .map(|x| x as usize)
@@ -337,7 +234,7 @@ fn wikisql_sql(sql: &Value, table: &TableDef) -> Result<String> {
         table
             .columns
             .get(i)
-            .map(|c| c.0.clone())
+            .map(|c| quote_ident(&c.0))
             .ok_or_else(|| anyhow!("column index {i} out of range"))
     };
     let sel = col(idx(sql.get("sel").unwrap_or(&Value::Null), "sel")?)?;
@@ -371,30 +268,29 @@ fn wikisql_sql(sql: &Value, table: &TableDef) -> Result<String> {
             other => bail!("cond value {other} is neither text nor number"),
         };
         out.push_str(if k == 0 { " WHERE " } else { " AND " });
-        out.push_str(&format!("{name} {op} {value}"));
+        out.push_str(&format!("{} {op} {value}", quote_ident(name)));
     }
     Ok(out)
 }
 
-fn wikisql_example(rec: &Value, schemas: &HashMap<String, Arc<DbSchema>>) -> Result<Example> {
+fn wikisql_example(rec: &Value, tables: &HashMap<String, Arc<WikiTable>>) -> Result<Example> {
     let id = str_field(rec, "table_id")?;
-    let schema = schemas
+    let table = tables
         .get(id)
         .ok_or_else(|| anyhow!("table_id `{id}` is not in the headers file"))?;
     let sql = rec.get("sql").ok_or_else(|| anyhow!("missing `sql`"))?;
     Ok(Example {
         db_id: id.to_string(),
         question: str_field(rec, "question")?.trim().to_string(),
-        sql: wikisql_sql(sql, &schema.tables[0])?,
-        schema: schema.clone(),
+        sql: wikisql_sql(sql, table)?,
+        schema: Arc::new(table.schema()),
     })
 }
 
 /// `*_text.jsonl`: the header is inline; SQL from the logical form when present,
 /// else re-read from the human-readable `sql_text` against the header.
 fn wikisql_inline_example(rec: &Value) -> Result<Example> {
-    let schema = wikisql_table(rec)?;
-    let table = &schema.tables[0];
+    let table = &wikisql_table(rec)?;
     let header: Vec<String> = rec["header"]
         .as_array()
         .into_iter()
@@ -412,7 +308,7 @@ fn wikisql_inline_example(rec: &Value) -> Result<Example> {
         db_id: table.name.clone(),
         question: str_field(rec, "question")?.trim().to_string(),
         sql,
-        schema: Arc::new(schema),
+        schema: Arc::new(table.schema()),
     })
 }
 
@@ -508,16 +404,16 @@ mod tests {
         assert_eq!((train.examples.len(), train.skipped), (7000, 0));
         let ex = &train.examples[0];
         assert_eq!(ex.sql, "SELECT count(*) FROM head WHERE age > 56");
-        let schema = ex.schema.render();
-        assert!(
-            schema.contains("CREATE TABLE head(head_ID number, name text"),
-            "{schema}"
+        let head = ex
+            .schema
+            .table("head")
+            .expect("db department_management has table head");
+        assert_eq!(
+            (head.columns[0].name.as_str(), head.columns[0].ty.as_str()),
+            ("head_ID", "number")
         );
-        assert!(schema.contains("PRIMARY KEY (head_ID)"), "{schema}");
-        assert!(
-            schema.contains("FOREIGN KEY (head_ID) REFERENCES head(head_ID)"),
-            "{schema}"
-        );
+        assert_eq!(head.primary_key, ["head_ID"]);
+        assert!(!ex.schema.foreign_keys.is_empty());
         let dev = load(&d.join("dev.json"), Some(&tables), false).unwrap();
         assert_eq!(dev.examples.len(), 1034);
         assert_eq!(
@@ -571,29 +467,5 @@ mod tests {
         assert!(e.contains("bad2.jsonl:1") && e.contains("nope"), "{e}");
         let e = load(&p, None, false).unwrap_err().to_string();
         assert!(e.contains("tables"), "{e}");
-    }
-
-    #[test]
-    fn schema_cuts_shrink_monotonically() {
-        let s = DbSchema {
-            tables: vec![
-                TableDef {
-                    name: "a".into(),
-                    columns: vec![("x".into(), "int".into()), ("y".into(), "text".into())],
-                    primary_key: vec!["x".into()],
-                    foreign_keys: vec![],
-                },
-                TableDef {
-                    name: "b".into(),
-                    columns: vec![("z".into(), "int".into())],
-                    primary_key: vec![],
-                    foreign_keys: vec![("z".into(), "a".into(), "x".into())],
-                },
-            ],
-        };
-        let cuts: Vec<String> = s.cuts().collect();
-        assert_eq!(cuts[0], s.render());
-        assert_eq!(cuts.last().unwrap(), "CREATE TABLE a(x int, PRIMARY KEY (x))");
-        assert!(cuts.windows(2).all(|w| w[0].len() > w[1].len()));
     }
 }

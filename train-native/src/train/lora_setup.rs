@@ -1,17 +1,14 @@
-//! Attaching trainable LoRA parameters to the model's target projections, and
-//! the peft-format adapter files (`adapter_config.json`,
-//! `adapter_model.safetensors` with peft's tensor names).
-//!
-//! Until core's `adapter.rs` lands, the peft writer/reader lives here; it uses
-//! only core's `Linear::set_lora` and the public `LoraLayer` fields.
+//! Trainable LoRA adapters on the target projections, through core's
+//! [`sqlora_core::adapter`]: fresh adapters (peft's init, seeded dropout) by
+//! [`attach_trainable`], the peft files by [`Adapter::save`] (atomic).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor, Var};
-use rand::{Rng, SeedableRng};
-use sqlora_core::lora::LoraLayer;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device};
+use sqlora_core::adapter::{attach_trainable, peft_name, Adapter, AdapterConfig};
+use sqlora_core::lora::LoraConfig;
 use sqlora_core::model::Model;
 
 use super::optim::Param;
@@ -25,43 +22,29 @@ pub struct LoraSpec {
 }
 
 impl LoraSpec {
-    fn scaling(&self) -> f64 {
-        self.alpha / self.r as f64
-    }
-    fn is_target(&self, hf_name: &str) -> bool {
-        let leaf = hf_name.rsplit('.').next().unwrap_or(hf_name);
-        self.targets.iter().any(|t| t == "all-linear" || t == leaf)
+    pub fn lora_config(&self) -> LoraConfig {
+        LoraConfig {
+            r: self.r,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            target_modules: self.targets.clone(),
+            use_rslora: false,
+        }
     }
 }
 
-/// peft's name for a LoRA matrix of linear `hf_name` (`model.layers.0.self_attn.q_proj`).
-pub fn peft_name(hf_name: &str, which: char) -> String {
-    format!("base_model.model.{hf_name}.lora_{which}.weight")
-}
-
-/// Fresh adapters as peft initialises them: A kaiming-uniform (a = √5, i.e.
-/// U(±1/√in)), B zeros, drawn from `seed` in the model's linear order.
-/// Returns the trainable parameters (A then B per target), named as in peft.
+/// Attach fresh adapters (A kaiming-uniform from `seed` and the module name,
+/// B zero, dropout seeded from `seed`) and return their variables, A then B
+/// per module in the model's linear order, named as in peft.
 pub fn attach(model: &mut Model, spec: &LoraSpec, seed: u64) -> Result<Vec<Param>> {
     let device = model.device().clone();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    attach_trainable(model.linears_mut(), &spec.lora_config(), seed, &device)?;
     let mut params = Vec::new();
-    for (name, linear) in model.linears_mut() {
-        if !spec.is_target(&name) {
-            continue;
-        }
-        let (out, inp) = linear.shape();
-        let bound = 1.0 / (inp as f64).sqrt();
-        let a: Vec<f32> = (0..spec.r * inp)
-            .map(|_| rng.random_range(-bound..bound) as f32)
-            .collect();
-        let a = Var::from_tensor(&Tensor::from_vec(a, (spec.r, inp), &device)?)?;
-        let b = Var::zeros((out, spec.r), DType::F32, &device)?;
-        linear.set_lora(Some(LoraLayer {
-            a: a.as_tensor().clone(),
-            b: b.as_tensor().clone(),
-            scaling: spec.scaling(),
-        }));
+    for (name, linear) in model.linears() {
+        let Some(layer) = linear.lora() else { continue };
+        let (a, b) = layer
+            .vars()
+            .with_context(|| format!("{name}: the attached adapter is not trainable"))?;
         params.push(Param {
             name: peft_name(&name, 'A'),
             var: a,
@@ -71,87 +54,53 @@ pub fn attach(model: &mut Model, spec: &LoraSpec, seed: u64) -> Result<Vec<Param
             var: b,
         });
     }
-    if params.is_empty() {
-        bail!("no linear layer matches target_modules {:?}", spec.targets);
-    }
     Ok(params)
 }
 
-/// Write the adapter in peft's format into `dir` (created if needed).
-pub fn save_peft(dir: &Path, params: &[Param], spec: &LoraSpec, base_name: &str) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let tensors: HashMap<String, Tensor> = params
-        .iter()
-        .map(|p| {
-            Ok((
-                p.name.clone(),
-                p.var.as_tensor().to_device(&Device::Cpu)?.to_dtype(DType::F32)?,
-            ))
-        })
-        .collect::<Result<_>>()?;
-    let path = dir.join("adapter_model.safetensors");
-    candle_core::safetensors::save(&tensors, &path).with_context(|| format!("{}: cannot write", path.display()))?;
-    let mut targets = spec.targets.clone();
-    targets.sort();
-    let config = serde_json::json!({
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_name,
-        "r": spec.r,
-        "lora_alpha": spec.alpha,
-        "lora_dropout": spec.dropout,
-        "target_modules": targets,
-        "bias": "none",
-        "fan_in_fan_out": false,
-        "inference_mode": true,
-        "init_lora_weights": true,
-        "use_rslora": false,
-        "use_dora": false,
-        "modules_to_save": null,
-        "layers_to_transform": null,
-        "layers_pattern": null,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-        "revision": null
-    });
-    let path = dir.join("adapter_config.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&config)?)
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
+/// The module a peft tensor name belongs to, and which matrix.
+fn module_of(param: &str) -> Option<(&str, char)> {
+    let rest = param.strip_prefix("base_model.model.")?;
+    if let Some(m) = rest.strip_suffix(".lora_A.weight") {
+        Some((m, 'A'))
+    } else {
+        rest.strip_suffix(".lora_B.weight").map(|m| (m, 'B'))
+    }
 }
 
-/// Load a peft adapter directory onto the model's linears (inference).
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn load_peft(model: &mut Model, dir: &Path) -> Result<usize> {
-    let cfg_path = dir.join("adapter_config.json");
-    let cfg: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?,
-    )
-    .with_context(|| format!("{}: malformed JSON", cfg_path.display()))?;
-    let r = cfg["r"]
-        .as_f64()
-        .with_context(|| format!("{}: no `r`", cfg_path.display()))?;
-    let alpha = cfg["lora_alpha"]
-        .as_f64()
-        .with_context(|| format!("{}: no `lora_alpha`", cfg_path.display()))?;
-    let path = dir.join("adapter_model.safetensors");
-    let device = model.device().clone();
-    let tensors =
-        candle_core::safetensors::load(&path, &device).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut n = 0;
-    for (name, linear) in model.linears_mut() {
-        let (Some(a), Some(b)) = (tensors.get(&peft_name(&name, 'A')), tensors.get(&peft_name(&name, 'B'))) else {
-            continue;
-        };
-        linear.set_lora(Some(LoraLayer {
-            a: a.clone(),
-            b: b.clone(),
-            scaling: alpha / r,
-        }));
-        n += 1;
+/// The trained parameters as a core [`Adapter`] (f32, on the CPU).
+pub fn adapter(params: &[Param], spec: &LoraSpec, base_name: &str) -> Result<Adapter> {
+    let mut halves: BTreeMap<String, (Option<_>, Option<_>)> = BTreeMap::new();
+    for p in params {
+        let (module, which) = module_of(&p.name).with_context(|| format!("`{}` is not a peft LoRA name", p.name))?;
+        let t = p
+            .var
+            .as_tensor()
+            .detach()
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?;
+        let slot = halves.entry(module.to_string()).or_default();
+        if which == 'A' {
+            slot.0 = Some(t);
+        } else {
+            slot.1 = Some(t);
+        }
     }
-    if n == 0 {
-        bail!("{}: no tensor matches this model's layers", path.display());
-    }
-    Ok(n)
+    let weights = halves
+        .into_iter()
+        .map(|(m, (a, b))| match (a, b) {
+            (Some(a), Some(b)) => Ok((m, (a, b))),
+            _ => anyhow::bail!("{m}: A or B missing among the trained parameters"),
+        })
+        .collect::<Result<_>>()?;
+    Ok(Adapter {
+        config: AdapterConfig::from_lora(&spec.lora_config(), base_name),
+        weights,
+    })
+}
+
+/// Write the adapter in peft's format into `dir` (created if needed, each file atomically).
+pub fn save_peft(dir: &Path, params: &[Param], spec: &LoraSpec, base_name: &str) -> Result<()> {
+    adapter(params, spec, base_name)?
+        .save(dir)
+        .with_context(|| format!("{}: cannot write the adapter", dir.display()))
 }

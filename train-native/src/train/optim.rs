@@ -176,7 +176,7 @@ mod tests {
             assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         }
         let g2 = Tensor::new(&[0.1f32, 0.2, -0.3], &Device::Cpu).unwrap();
-        opt.step(&[g2.clone()], 0.1).unwrap();
+        opt.step(std::slice::from_ref(&g2), 0.1).unwrap();
         // Hand-computed reference for step 2.
         let (b1, b2) = (0.9f64, 0.999f64);
         let g1 = [0.5f64, -1.0, 2.0];

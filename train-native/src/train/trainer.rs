@@ -19,6 +19,7 @@ use super::lora_setup::{save_peft, LoraSpec};
 use super::metrics::{Metrics, Record};
 use super::optim::{clip_grad_norm, AdamW};
 use super::schedule::LrSchedule;
+use sqlora_core::linear::Linear;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogMode {
@@ -30,15 +31,20 @@ pub enum LogMode {
     Json,
 }
 
-/// Mean cross-entropy over the positions the mask selects. `logits` `[b, t, v]`
-/// are for the input ids; position i predicts token i+1 (already shifted in `batch`).
-pub fn masked_loss(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
-    let t = logits.dim(1)?;
-    let logits = logits.narrow(1, 0, t - 1)?.to_dtype(DType::F32)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = logp.gather(&batch.targets.unsqueeze(2)?, 2)?.squeeze(2)?;
+/// The rows of `states` `[b, t, d]` at the positions whose next token is a
+/// label: `[n, d]`. Selecting before the LM head skips its vocabulary-wide
+/// product (and log-softmax) at every prompt and padding position.
+pub fn at_labels(states: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let (b, t, d) = states.dims3()?;
+    Ok(states.reshape((b * t, d))?.index_select(&batch.positions, 0)?)
+}
+
+/// Mean cross-entropy of `logits` `[n, vocab]` (one row per label) against the batch's labels.
+pub fn label_loss(logits: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+    let picked = logp.gather(&batch.labels.unsqueeze(1)?, 1)?;
     let n = batch.target_tokens.max(1) as f64;
-    Ok(((picked * &batch.mask)?.sum_all()? * (-1.0 / n))?)
+    Ok((picked.sum_all()? * (-1.0 / n))?)
 }
 
 pub struct Settings {
@@ -60,6 +66,9 @@ pub struct Settings {
 
 pub struct Trainer {
     pub model: Model,
+    /// The LM head used for the loss: the model's own, or a dense f32 copy
+    /// (`dense_base_cache`), computed only at label positions.
+    pub head: Linear,
     pub opt: AdamW,
     pub schedule: LrSchedule,
     pub train: Vec<Encoded>,
@@ -101,15 +110,42 @@ impl Trainer {
     }
 
     fn batch_loss(&self, batch: &Batch) -> Result<Tensor> {
-        let logits = self.model.forward(&batch.ids, 0, None)?;
-        masked_loss(&logits, batch)
+        let hidden = self.model.forward_hidden(&batch.ids, 0, None)?;
+        let logits = self.head.forward(&at_labels(&hidden, batch)?)?;
+        label_loss(&logits, batch)
     }
 
-    /// Token-weighted mean loss over the eval set (batches in length order).
-    pub fn eval_loss(&self) -> Result<Option<f64>> {
+    /// Adapter dropout on (training) or off (evaluation), as peft's `model.train()`.
+    pub fn set_train(&mut self, on: bool) {
+        for (_, l) in self.model.linears_mut() {
+            l.set_train(on);
+        }
+    }
+
+    /// Restart every adapter-dropout mask stream at micro-batch `micro` (global
+    /// count), so the masks depend only on the seed and the loop position and a
+    /// resumed run draws exactly the masks an uninterrupted one would.
+    fn reseed_dropout(&mut self, micro: u64) {
+        let seed = self.s.seed;
+        for (_, l) in self.model.linears_mut() {
+            if let Some(d) = l.lora_dropout_mut() {
+                d.set_seed(seed, micro);
+            }
+        }
+    }
+
+    /// Token-weighted mean loss over the eval set (batches in length order), dropout off.
+    pub fn eval_loss(&mut self) -> Result<Option<f64>> {
         if self.eval.is_empty() {
             return Ok(None);
         }
+        self.set_train(false);
+        let r = self.eval_loss_inner();
+        self.set_train(true);
+        r
+    }
+
+    fn eval_loss_inner(&self) -> Result<Option<f64>> {
         let mut idx: Vec<usize> = (0..self.eval.len()).collect();
         idx.sort_by_key(|&i| self.eval[i].len());
         let (mut sum, mut n) = (0.0, 0usize);
@@ -123,12 +159,14 @@ impl Trainer {
         Ok(Some(sum / n.max(1) as f64))
     }
 
-    /// One optimizer step over an accumulation group; returns (mean loss, grad norm, tokens).
-    fn step(&mut self, group: &[Vec<usize>], lr: f64) -> Result<(f64, f64, usize, Vec<f64>)> {
+    /// One optimizer step (number `step`, from 0) over an accumulation group;
+    /// returns (mean loss, grad norm, tokens, per-micro-batch losses).
+    pub fn step(&mut self, step: u64, group: &[Vec<usize>], lr: f64) -> Result<(f64, f64, usize, Vec<f64>)> {
         let n = group.len() as f64;
         let mut acc: Vec<Option<Tensor>> = vec![None; self.opt.params().len()];
         let (mut tokens, mut losses) = (0, vec![]);
-        for ids in group {
+        for (k, ids) in group.iter().enumerate() {
+            self.reseed_dropout(step * self.s.grad_accum as u64 + k as u64);
             let exs: Vec<&Encoded> = ids.iter().map(|&i| &self.train[i]).collect();
             let batch = collate(&exs, self.pad_id, &self.device())?;
             let loss = self.batch_loss(&batch)?;
@@ -180,6 +218,7 @@ impl Trainer {
             .ok()
             .and_then(|v| v.parse::<u64>().ok());
         let tokens_at_start = state.tokens;
+        self.set_train(true);
 
         if state.step == 0 && self.s.eval_steps > 0 {
             if let Some(e) = self.eval_loss()? {
@@ -223,7 +262,7 @@ impl Trainer {
             }
             let group: Vec<Vec<usize>> = groups[state.group].to_vec();
             let lr = self.schedule.lr(state.step as usize);
-            let (loss, norm, tokens, losses) = self.step(&group, lr)?;
+            let (loss, norm, tokens, losses) = self.step(state.step, &group, lr)?;
             state.step += 1;
             state.group += 1;
             state.tokens += tokens as u64;
@@ -283,6 +322,7 @@ impl Trainer {
         if let Some(b) = &bar {
             b.finish();
         }
+        self.set_train(false);
         save_peft(&out, self.opt.params(), &self.spec, &self.base_name)?;
         let seconds = started.elapsed().as_secs_f64();
         Ok(Summary {
@@ -351,11 +391,12 @@ fn format_record(r: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::lora_setup::{attach, load_peft};
+    use crate::train::lora_setup::attach;
     use crate::train::optim::AdamWConfig;
     use crate::train::schedule::SchedulerKind;
     use candle_core::Var;
     use rand::{Rng, SeedableRng};
+    use sqlora_core::adapter::load_into;
     use sqlora_core::config::ModelConfig;
     use sqlora_core::linear::Linear;
     use sqlora_core::model::{Embedding, LayerWeights, ModelWeights};
@@ -460,6 +501,7 @@ mod tests {
         };
         let data = dataset(32);
         let mut t = Trainer {
+            head: model.lm_head().clone(),
             model,
             opt: AdamW::new(params, cfg).unwrap(),
             schedule: LrSchedule::new(SchedulerKind::Cosine, 2e-2, 12, 0.1, 0),
@@ -479,7 +521,7 @@ mod tests {
 
         // Reload the written adapter onto a fresh copy of the base.
         let mut reloaded = base.clone();
-        assert_eq!(load_peft(&mut reloaded, &dir).unwrap(), 6);
+        assert_eq!(load_into(&mut reloaded, &dir).unwrap().weights.len(), 6);
         let ids = Tensor::new(&[[5u32, 9, 14, 3, 40, 22]], &Device::Cpu).unwrap();
         let want = t.model.forward(&ids, 0, None).unwrap();
         let got = reloaded.forward(&ids, 0, None).unwrap();
@@ -517,7 +559,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let v: Vec<f32> = (0..5 * 16).map(|_| rng.random_range(-2.0..2.0)).collect();
         let logits = Var::from_tensor(&Tensor::from_vec(v, (1, 5, 16), &Device::Cpu).unwrap()).unwrap();
-        let loss = masked_loss(logits.as_tensor(), &batch).unwrap();
+        let loss = label_loss(&at_labels(logits.as_tensor(), &batch).unwrap(), &batch).unwrap();
         // By hand: -(log p(10 | pos 2) + log p(2 | pos 3)) / 2.
         let lp = candle_nn::ops::log_softmax(logits.as_tensor(), D::Minus1)
             .unwrap()
