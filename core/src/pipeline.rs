@@ -98,7 +98,11 @@ impl Text2Sql {
     ) -> Result<SqlAnswer> {
         let ids = self.tokenizer.encode_prompt(prompt)?;
         let generation = generate(&self.model, &self.tokenizer, &ids, cfg, on_token)?;
-        let completion = generation.text.clone();
+        // The prompt may end inside the answer (the answer prefix, e.g. `SELECT`).
+        let completion = match prompt.ends_with(&self.settings.answer_prefix) {
+            true => self.settings.with_prefix(&generation.text),
+            false => generation.text.clone(),
+        };
         Ok(SqlAnswer {
             sql: extract_sql(&completion),
             completion,
