@@ -1,8 +1,13 @@
 // Browser benchmark of the demo (for BENCHMARKS.md): wasm bundle size, model
 // load time (download and from cache), time to first token, prompt and decode
-// tokens/s in headless Chromium, through the embedding API.
+// tokens/s in headless Chromium, through the embedding API. Two measures:
+//  - `generate`: the demo's path (prompt for the concert_singer schema, tokens
+//    streamed to the page, stops at end-of-turn);
+//  - `bench`: the loop of `sqlora bench decode` (same prompt, --new-tokens
+//    greedy tokens with EOS ignored, median of --runs after a warm-up), for the
+//    browser/native ratio on the same file.
 //
-//   node bench.mjs [path/to/model.gguf] [--runs N] [--max-new-tokens N]
+//   node bench.mjs [path/to/model.gguf] [--runs N] [--max-new-tokens N] [--new-tokens N]
 //
 // Needs a trunk build in dist/ (`trunk build --release` for representative
 // numbers). Prints one JSON object and a Markdown table row.
@@ -17,6 +22,9 @@ const opt = (name, dflt) => {
 };
 const runs = Number(opt('--runs', '3'));
 const maxNewTokens = Number(opt('--max-new-tokens', '64'));
+const newTokens = Number(opt('--new-tokens', '128'));
+// Exactly train-native/src/bench.rs's BENCH_PROMPT (202 tokens with SmolLM2's tokenizer).
+const BENCH_PROMPT = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nDatabase schema:\nCREATE TABLE stadium (stadium_id INTEGER PRIMARY KEY, location TEXT, name TEXT, capacity INTEGER, average INTEGER);\nCREATE TABLE singer (singer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, song_name TEXT, age INTEGER, is_male BOOLEAN);\nCREATE TABLE concert (concert_id INTEGER PRIMARY KEY, concert_name TEXT, theme TEXT, stadium_id INTEGER, year TEXT);\nCREATE TABLE singer_in_concert (concert_id INTEGER, singer_id INTEGER);\n\nQuestion: What are the names and countries of the singers who performed in a concert in 2014 at a stadium with a capacity above 5000?\nAnswer with a single SQLite query only.<|im_end|>\n<|im_start|>assistant\n";
 const model = path.resolve(args[0] || defaultModelPath());
 if (!fs.existsSync(model)) throw new Error(`no model at ${model}`);
 
@@ -35,7 +43,7 @@ try {
   const { page } = browser;
   // A page without #sqlora-app: only the API, no UI.
   await page.goto(`${server.url}/sqlora-web.js`);
-  const result = await page.evaluate(async ({ url, schema, runs, maxNewTokens }) => {
+  const result = await page.evaluate(async ({ url, schema, runs, maxNewTokens, benchPrompt, newTokens }) => {
     const api = await import('/sqlora-web.js');
     await api.default();
     const t0 = performance.now();
@@ -48,8 +56,10 @@ try {
     for (let i = 0; i < runs; i++) {
       gens.push(await api.generate(schema, 'How many singers do we have?', { maxNewTokens }));
     }
-    return { cold, coldWall, warm, warmWall, gens };
-  }, { url: `${server.url}/bench-model/${encodeURIComponent(path.basename(model))}`, schema: SCHEMA, runs, maxNewTokens });
+    const loop = await api.bench(benchPrompt, newTokens, runs);
+    return { cold, coldWall, warm, warmWall, gens, loop };
+  }, { url: `${server.url}/bench-model/${encodeURIComponent(path.basename(model))}`, schema: SCHEMA, runs, maxNewTokens,
+    benchPrompt: BENCH_PROMPT, newTokens });
 
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   // The first run warms up the wasm; report the median of the others.
@@ -67,10 +77,12 @@ try {
     promptTps: +median(gens.map((g) => g.promptTps)).toFixed(1),
     decodeTps: +median(gens.map((g) => g.decodeTps)).toFixed(1),
     sql: gens[0].sql,
+    benchLoop: { promptTokens: result.loop.promptTokens, newTokens: result.loop.newTokens, runs: result.loop.runs,
+      promptTps: +result.loop.promptTps.toFixed(1), decodeTps: +result.loop.decodeTps.toFixed(1) },
   };
   console.log(JSON.stringify(out, null, 2));
   const mb = (b) => (b / 1e6).toFixed(1);
-  console.log(`| ${out.model} | ${mb(bundle.workerWasm)} + ${mb(bundle.pageWasm)} MB | ${out.loadColdMs} ms (cached ${out.loadFromCacheMs} ms) | ${out.timeToFirstTokenMs} ms | ${out.promptTps} | ${out.decodeTps} |`);
+  console.log(`| ${out.model} | ${mb(bundle.workerWasm)} + ${mb(bundle.pageWasm)} MB | ${out.loadColdMs} ms (cached ${out.loadFromCacheMs} ms) | ${out.timeToFirstTokenMs} ms | ${out.promptTps} | ${out.decodeTps} | ${out.benchLoop.promptTps} | ${out.benchLoop.decodeTps} |`);
 } finally {
   await browser.close();
   await server.close();

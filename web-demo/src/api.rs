@@ -5,6 +5,7 @@
 //! const r = await generate(schema, question, {maxNewTokens: 64, temperature: 0}, t => …);
 //! r.sql; r.check.ok; r.decodeTps;
 //! stop();                                                 // abandons a running generate
+//! const b = await bench(chatPrompt, 128, 3);              // {promptTps, decodeTps, …}, as `sqlora bench decode`
 //! ```
 //!
 //! One model worker per page, shared by all calls; one call of each kind at a time.
@@ -32,6 +33,7 @@ struct Api {
     on_progress: Option<Function>,
     gen: Option<(Pending, String)>,
     on_token: Option<Function>,
+    bench: Option<Pending>,
 }
 
 thread_local! {
@@ -156,6 +158,24 @@ pub fn generate(schema: String, question: String, options: JsValue, on_token: Op
     })
 }
 
+/// `bench(prompt, newTokens, runs)`: speed of the loaded model measured as
+/// `sqlora bench decode` does natively (`prompt` is sent to the model as is).
+pub fn bench(prompt: String, new_tokens: usize, runs: usize) -> Promise {
+    let loaded = API.with(|api| api.borrow().client.is_some() && api.borrow().url.is_some());
+    if !loaded {
+        return Promise::reject(&js_err("call init(modelUrl) before bench()"));
+    }
+    let client = client(None);
+    Promise::new(&mut |resolve, reject| {
+        API.with(|api| api.borrow_mut().bench = Some(Pending { resolve, reject }));
+        client.send(ToWorker::Bench {
+            prompt: prompt.clone(),
+            new_tokens,
+            runs,
+        });
+    })
+}
+
 /// `stop()`: abandon the running generation (its promise rejects with
 /// "stopped"); the model is reloaded from the cache in the background.
 pub fn stop() {
@@ -221,11 +241,20 @@ fn on_message(msg: FromWorker) {
                 let _ = p.resolve.call1(&JsValue::NULL, &to_js(&r));
             }
         }
+        FromWorker::BenchDone { stats } => {
+            if let Some(p) = API.with(|a| a.borrow_mut().bench.take()) {
+                let _ = p.resolve.call1(&JsValue::NULL, &to_js(&stats));
+            }
+        }
         FromWorker::Error { message, .. } => {
             // An error answers whichever call is waiting (one at a time).
             let pending = API.with(|a| {
                 let mut a = a.borrow_mut();
-                a.gen.take().map(|(p, _)| p).or_else(|| a.load.take())
+                a.gen
+                    .take()
+                    .map(|(p, _)| p)
+                    .or_else(|| a.bench.take())
+                    .or_else(|| a.load.take())
             });
             if let Some(p) = pending {
                 let _ = p.reject.call1(&JsValue::NULL, &js_err(&message));

@@ -7,7 +7,9 @@ use sqlora_core::generate::{GenerationConfig, StopReason};
 use sqlora_core::pipeline::Text2Sql;
 use sqlora_core::schema::Schema;
 
-use crate::protocol::{GenOptions, GenStats};
+use candle_core::Tensor;
+
+use crate::protocol::{BenchStats, GenOptions, GenStats};
 
 pub struct Engine {
     t2s: Text2Sql,
@@ -82,6 +84,72 @@ impl Engine {
             text: answer.completion,
         })
     }
+}
+
+impl Engine {
+    /// Speed as `sqlora bench decode` measures it natively (same loop, so the
+    /// browser/native ratio compares the kernels, not the harness): a forward
+    /// over the whole prompt, then `new_tokens` greedy steps ignoring EOS.
+    pub fn bench(
+        &self,
+        prompt: &str,
+        new_tokens: usize,
+        runs: usize,
+        now_ms: &dyn Fn() -> f64,
+    ) -> Result<BenchStats, String> {
+        let err = |e: sqlora_core::Error| e.to_string();
+        let cerr = |e: candle_core::Error| e.to_string();
+        let model = &self.t2s.model;
+        let ids = self.t2s.tokenizer.encode(prompt, false).map_err(err)?;
+        if ids.is_empty() {
+            return Err("empty benchmark prompt".into());
+        }
+        let (mut pp, mut tg) = (Vec::new(), Vec::new());
+        for run in 0..=runs.max(1) {
+            let mut cache = model.new_cache();
+            let x = Tensor::new(ids.as_slice(), model.device())
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(cerr)?;
+            let t = now_ms();
+            let logits = model.forward_last(&x, 0, Some(&mut cache)).map_err(err)?;
+            let mut next = argmax(&logits)?;
+            let pp_ms = now_ms() - t;
+            let t = now_ms();
+            for _ in 0..new_tokens {
+                let x = Tensor::new(&[next], model.device())
+                    .and_then(|t| t.unsqueeze(0))
+                    .map_err(cerr)?;
+                let logits = model.forward_last(&x, cache.len(), Some(&mut cache)).map_err(err)?;
+                next = argmax(&logits)?;
+            }
+            let tg_ms = now_ms() - t;
+            // Run 0 warms up the allocator and caches.
+            if run > 0 {
+                pp.push(ids.len() as f64 * 1000.0 / pp_ms.max(1e-3));
+                tg.push(new_tokens as f64 * 1000.0 / tg_ms.max(1e-3));
+            }
+        }
+        Ok(BenchStats {
+            prompt_tokens: ids.len(),
+            new_tokens,
+            runs: pp.len(),
+            prompt_tps: median(pp),
+            decode_tps: median(tg),
+        })
+    }
+}
+
+fn argmax(logits: &Tensor) -> Result<u32, String> {
+    logits
+        .squeeze(0)
+        .and_then(|l| l.argmax(0))
+        .and_then(|i| i.to_scalar::<u32>())
+        .map_err(|e| e.to_string())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }
 
 fn stop_name(s: StopReason) -> &'static str {
@@ -165,6 +233,22 @@ mod tests {
     }
 
     #[test]
+    fn bench_decodes_the_requested_tokens() {
+        let Some(path) = model_path() else { return };
+        let engine = Engine::from_gguf_bytes(std::fs::read(&path).unwrap(), "m").unwrap();
+        let prompt = engine.prompt("t: a", "List a").unwrap();
+        let t0 = std::time::Instant::now();
+        let now = || t0.elapsed().as_secs_f64() * 1000.0;
+        let b = engine.bench(&prompt, 4, 1, &now).unwrap();
+        assert_eq!((b.new_tokens, b.runs), (4, 1));
+        assert!(
+            b.prompt_tokens > 10 && b.prompt_tps > 0.0 && b.decode_tps > 0.0,
+            "{b:?}"
+        );
+        assert!(engine.bench("", 4, 1, &now).is_err());
+    }
+
+    #[test]
     fn stop_callback_cancels() {
         let Some(path) = model_path() else { return };
         let engine = Engine::from_gguf_bytes(std::fs::read(&path).unwrap(), "m").unwrap();
@@ -178,5 +262,38 @@ mod tests {
             .unwrap();
         assert_eq!(stats.stop, "cancelled");
         assert_eq!(n, 3);
+    }
+
+    /// Writes the default base re-quantized to Q8_0 (for the browser/native
+    /// benchmark) to `$SQLORA_Q8_OUT`, else `<tmp>/smollm2-q8_0.gguf`; the
+    /// same as `sqlora export --quant q8_0`. Run with `--ignored`.
+    #[test]
+    #[ignore]
+    fn write_q8_0_base_for_benchmarks() {
+        use candle_core::quantized::GgmlDType;
+        use sqlora_core::export::{export_gguf, ExportOptions};
+        use sqlora_core::weights::GgufFile;
+        let path = model_path().expect("default model not found (set SQLORA_MODEL)");
+        let out = std::env::var("SQLORA_Q8_OUT")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| std::env::temp_dir().join("smollm2-q8_0.gguf"));
+        let t2s = Text2Sql::load(
+            path.to_str().unwrap(),
+            sqlora_core::weights::BaseFormat::AsStored,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let source = GgufFile::open(&path).unwrap();
+        let opts = ExportOptions {
+            quant: GgmlDType::Q8_0,
+            fallback: GgmlDType::Q8_0,
+            embed_quant: GgmlDType::Q8_0,
+        };
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&out).unwrap());
+        let report = export_gguf(&t2s.model, source.metadata(), &[], &opts, &mut file, &mut |_, _| {}).unwrap();
+        drop(file);
+        eprintln!("{}: {:?}", out.display(), report.type_counts());
+        let back = Engine::from_gguf_bytes(std::fs::read(&out).unwrap(), "q8_0").unwrap();
+        assert!(back.prompt("t: a", "List a").is_ok());
     }
 }

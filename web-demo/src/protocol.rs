@@ -40,6 +40,14 @@ pub enum ToWorker {
     },
     /// Remove every cached model file.
     ClearCache,
+    /// Measure speed as `sqlora bench decode` does natively: one forward over
+    /// `prompt` (already chat-formatted), then `new_tokens` greedy tokens with
+    /// EOS ignored; median of `runs` after a warm-up run.
+    Bench {
+        prompt: String,
+        new_tokens: usize,
+        runs: usize,
+    },
 }
 
 /// Which step failed, so the page can offer the right retry.
@@ -70,6 +78,17 @@ pub struct GenStats {
     pub decode_tps: f64,
     /// Why generation ended: eos, stop_string, max_tokens, cancelled.
     pub stop: String,
+}
+
+/// Result of [`ToWorker::Bench`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BenchStats {
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub runs: usize,
+    pub prompt_tps: f64,
+    pub decode_tps: f64,
 }
 
 /// Worker → page.
@@ -105,6 +124,9 @@ pub enum FromWorker {
     },
     CacheCleared {
         removed: usize,
+    },
+    BenchDone {
+        stats: BenchStats,
     },
     Error {
         stage: Stage,

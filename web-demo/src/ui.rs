@@ -102,7 +102,7 @@ impl State {
 
     fn on_message(&self, msg: FromWorker) {
         match msg {
-            FromWorker::Ready => {}
+            FromWorker::Ready | FromWorker::BenchDone { .. } => {}
             FromWorker::Progress { loaded, total } => self.model.set(ModelState::Loading { loaded, total }),
             FromWorker::Loaded {
                 bytes,

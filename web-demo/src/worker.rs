@@ -26,8 +26,9 @@ fn post(msg: &FromWorker) {
     let _ = scope().post_message(&JsValue::from_str(&msg.to_json()));
 }
 
+/// A sub-millisecond clock (timings of single tokens).
 fn now_ms() -> f64 {
-    js_sys::Date::now()
+    scope().performance().map(|p| p.now()).unwrap_or_else(js_sys::Date::now)
 }
 
 /// Entry point of the worker binary.
@@ -58,6 +59,11 @@ async fn handle(msg: ToWorker) {
             question,
             options,
         } => run(&schema, &question, &options),
+        ToWorker::Bench {
+            prompt,
+            new_tokens,
+            runs,
+        } => bench(&prompt, new_tokens, runs),
         ToWorker::ClearCache => match download::clear().await {
             Ok(removed) => post(&FromWorker::CacheCleared { removed }),
             Err(message) => post(&FromWorker::Error {
@@ -133,6 +139,22 @@ fn run(schema: &str, question: &str, options: &GenOptions) {
     });
     match result {
         Ok(stats) => post(&FromWorker::Done { stats }),
+        Err(message) => post(&FromWorker::Error {
+            stage: Stage::Generate,
+            message,
+        }),
+    }
+}
+
+fn bench(prompt: &str, new_tokens: usize, runs: usize) {
+    let Some(engine) = ENGINE.with(|e| e.borrow().clone()) else {
+        return post(&FromWorker::Error {
+            stage: Stage::Generate,
+            message: "no model is loaded".into(),
+        });
+    };
+    match engine.bench(prompt, new_tokens, runs, &now_ms) {
+        Ok(stats) => post(&FromWorker::BenchDone { stats }),
         Err(message) => post(&FromWorker::Error {
             stage: Stage::Generate,
             message,

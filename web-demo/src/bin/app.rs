@@ -18,6 +18,12 @@ mod exports {
         sqlora_web::api::generate(schema, question, options, on_token)
     }
 
+    /// Speed as `sqlora bench decode` measures it: `bench(prompt, newTokens, runs)`.
+    #[wasm_bindgen]
+    pub fn bench(prompt: String, new_tokens: usize, runs: usize) -> Promise {
+        sqlora_web::api::bench(prompt, new_tokens, runs)
+    }
+
     /// Abandon a running generation.
     #[wasm_bindgen]
     pub fn stop() {
