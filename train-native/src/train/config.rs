@@ -343,5 +343,10 @@ mod shipped_configs {
         let w = TrainConfig::resolve(Some(&root.join("configs/wikisql-smollm2.toml")), &[]).unwrap();
         assert_eq!(w.lora_r, 64);
         assert!(w.train_data[0].ends_with("train_subset1000_text.jsonl"));
+        let q = TrainConfig::resolve(Some(&root.join("configs/quickstart.toml")), &[]).unwrap();
+        assert_eq!(q.output_dir, "runs/quickstart/adapter");
+        assert!((400..=600).contains(&q.limit_train) && q.max_steps > 0);
+        let r = TrainConfig::resolve(Some(&root.join("docs/runs/spider-smollm2-500/config.toml")), &[]).unwrap();
+        assert_eq!((r.limit_train, r.limit_eval), (500, 100));
     }
 }

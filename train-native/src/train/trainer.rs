@@ -20,6 +20,7 @@ use super::metrics::{Metrics, Record};
 use super::optim::{clip_grad_norm, AdamW};
 use super::schedule::LrSchedule;
 use sqlora_core::linear::Linear;
+use sqlora_core::lora::LoraLayer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogMode {
@@ -115,6 +116,13 @@ impl Trainer {
         label_loss(&logits, batch)
     }
 
+    /// The eval loss of a batch through the model's own (fast, inference) LM head.
+    fn eval_batch_loss(&self, batch: &Batch) -> Result<Tensor> {
+        let hidden = self.model.forward_hidden(&batch.ids, 0, None)?;
+        let logits = self.model.lm_head().forward(&at_labels(&hidden, batch)?)?;
+        label_loss(&logits, batch)
+    }
+
     /// Adapter dropout on (training) or off (evaluation), as peft's `model.train()`.
     pub fn set_train(&mut self, on: bool) {
         for (_, l) in self.model.linears_mut() {
@@ -139,8 +147,22 @@ impl Trainer {
         if self.eval.is_empty() {
             return Ok(None);
         }
+        // Frozen copies of the adapters take the graph-free fast path: without a
+        // variable upstream, core uses the quantized kernels and fused norms, and
+        // nothing is kept for a backward.
         self.set_train(false);
+        let trained: Vec<Option<LoraLayer>> = self.model.linears().map(|(_, l)| l.lora().cloned()).collect();
+        for ((_, l), t) in self.model.linears_mut().zip(&trained) {
+            l.set_lora(t.as_ref().map(|t| LoraLayer {
+                a: t.a.detach(),
+                b: t.b.detach(),
+                scaling: t.scaling,
+            }));
+        }
         let r = self.eval_loss_inner();
+        for ((_, l), t) in self.model.linears_mut().zip(trained) {
+            l.set_lora(t);
+        }
         self.set_train(true);
         r
     }
@@ -152,7 +174,7 @@ impl Trainer {
         for chunk in idx.chunks(self.s.eval_batch_size) {
             let exs: Vec<&Encoded> = chunk.iter().map(|&i| &self.eval[i]).collect();
             let batch = collate(&exs, self.pad_id, &self.device())?;
-            let loss = self.batch_loss(&batch)?.to_scalar::<f32>()? as f64;
+            let loss = self.eval_batch_loss(&batch)?.to_scalar::<f32>()? as f64;
             sum += loss * batch.target_tokens as f64;
             n += batch.target_tokens;
         }
@@ -398,7 +420,6 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use sqlora_core::adapter::load_into;
     use sqlora_core::config::ModelConfig;
-    use sqlora_core::linear::Linear;
     use sqlora_core::model::{Embedding, LayerWeights, ModelWeights};
 
     /// A 2-layer llama with random dense weights (vocab 64, hidden 32).
