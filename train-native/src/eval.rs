@@ -227,8 +227,10 @@ fn generate(
             .with_context(|| format!("applying adapter {}", dir.display()))?;
     }
     let schemas = SpiderTables::from_file(tables)?;
+    // extract_sql keeps the first statement only, so generation can stop at its end.
     let cfg = GenerationConfig {
         max_new_tokens,
+        stop_strings: vec![";".into(), "\n\n".into()],
         ..Default::default()
     };
     let bar = progress(gold.len() as u64, "generating");
