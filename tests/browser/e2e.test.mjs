@@ -72,7 +72,7 @@ test(`generates SQL for the concert_singer schema (${MODEL_FILE})`, { timeout: L
   console.log(`model: ${MODEL_FILE} (strict: ${STRICT})\nSQL: ${sql}\ncheck: ${check.text}\nstats: ${stats}`);
 
   assert.ok(output.length > 0, 'tokens were streamed into the output');
-  assert.ok(output.includes(sql.split('\n')[0].trim()), 'the SQL comes from the streamed output');
+  assert.ok(output.includes(sql.split('\n')[0].trim()), `the SQL comes from the streamed output:\n${JSON.stringify(output)}\n${JSON.stringify(sql)}`);
   assert.match(check.cls, /\b(ok|bad)\b/, 'the page checked the SQL');
   if (STRICT) {
     assert.match(sql, /^\s*SELECT\b/i);
