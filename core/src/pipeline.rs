@@ -97,9 +97,21 @@ impl Text2Sql {
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> Result<SqlAnswer> {
         let ids = self.tokenizer.encode_prompt(prompt)?;
-        let generation = generate(&self.model, &self.tokenizer, &ids, cfg, on_token)?;
-        // The prompt may end inside the answer (the answer prefix, e.g. `SELECT`).
-        let completion = match prompt.ends_with(&self.settings.answer_prefix) {
+        // The prompt may end inside the answer (the answer prefix, e.g. `SELECT`):
+        // the stream and the completion both start with it.
+        let prefix = &self.settings.answer_prefix;
+        let in_answer = !prefix.is_empty() && prompt.ends_with(prefix.as_str());
+        // Streamed with the first generated piece, so a caller's time to first token stays true.
+        let mut pending = in_answer.then(|| prefix.clone());
+        let mut stream = |piece: &str| match pending.take() {
+            Some(p) => on_token(&format!("{p}{piece}")),
+            None => on_token(piece),
+        };
+        let generation = generate(&self.model, &self.tokenizer, &ids, cfg, &mut stream)?;
+        if let Some(p) = pending {
+            on_token(&p);
+        }
+        let completion = match in_answer {
             true => self.settings.with_prefix(&generation.text),
             false => generation.text.clone(),
         };

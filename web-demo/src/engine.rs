@@ -51,12 +51,6 @@ impl Engine {
             seed: options.seed,
             ..GenerationConfig::default()
         };
-        // A prompt that ends inside the answer (the answer prefix, e.g. `SELECT`):
-        // core puts the prefix in front of the completion, so the stream shows it first.
-        let prefix = &self.t2s.settings.answer_prefix;
-        if !prefix.is_empty() && prompt.ends_with(prefix.as_str()) {
-            on_token(prefix);
-        }
         let start = now_ms();
         let mut first: Option<f64> = None;
         let mut callback = |piece: &str| {

@@ -2,7 +2,9 @@
 //! `model.safetensors.index.json`, `tokenizer.json`, `tokenizer_config.json`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+#[cfg(not(target_arch = "wasm32"))]
+use std::path::Path;
+use std::path::PathBuf;
 
 use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
