@@ -159,12 +159,12 @@ pub fn run(args: Args) -> Result<()> {
     match log {
         LogMode::Json => println!("{}", serde_json::to_string(&serde_json::json!({ "summary": summary }))?),
         LogMode::Human => eprintln!(
-            "done: {} steps, {} tokens, {:.1} tok/s; eval loss {:?} → {:?}; adapter in {}",
+            "done: {} steps, {} tokens, {:.1} tok/s; eval loss {} → {}; adapter in {}",
             summary.steps,
             summary.tokens,
             summary.tokens_per_s,
-            summary.first_eval_loss,
-            summary.final_eval_loss,
+            fmt_loss(summary.first_eval_loss),
+            fmt_loss(summary.final_eval_loss),
             out.display()
         ),
         LogMode::Quiet => {}
@@ -413,4 +413,8 @@ fn check_gradient_flow(model: &Model, params: &[Param]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn fmt_loss(loss: Option<f64>) -> String {
+    loss.map_or_else(|| "-".to_string(), |l| format!("{l:.4}"))
 }
