@@ -1,28 +1,14 @@
 //! Chat templates: SmolLM2's own template reproduces transformers' prompt;
 //! fallbacks, helpers and errors.
 
+mod common;
+use common::{shared, smollm2_gguf as model_path};
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use sqlora_core::chat::{ChatMessage, ChatTemplate, TemplateOrigin};
 use sqlora_core::tokenizer::Tokenizer;
-
-fn shared() -> PathBuf {
-    std::env::var_os("SQLORA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
-fn model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SQLORA_MODEL") {
-        return p.into();
-    }
-    let cache = std::env::var_os("SQLORA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora"));
-    cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
 
 fn smollm2() -> (HashMap<String, Value>, Tokenizer) {
     let path = model_path();

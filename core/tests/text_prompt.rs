@@ -2,29 +2,14 @@
 //! round trip, training split and masking, cutting to max_length, SQL
 //! extraction.
 
-use std::path::PathBuf;
+mod common;
+use common::{shared, smollm2_gguf as model_path};
 
 use candle_core::quantized::gguf_file::Content;
 use sqlora_core::chat::ChatTemplate;
 use sqlora_core::prompt::{extract_sql, FewShot, PromptSettings};
 use sqlora_core::schema::{SchemaFormat, SpiderTables};
 use sqlora_core::tokenizer::Tokenizer;
-
-fn shared() -> PathBuf {
-    std::env::var_os("SQLORA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
-fn model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SQLORA_MODEL") {
-        return p.into();
-    }
-    let cache = std::env::var_os("SQLORA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora"));
-    cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
 
 fn smollm2() -> (ChatTemplate, Tokenizer) {
     let path = model_path();

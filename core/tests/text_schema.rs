@@ -1,16 +1,12 @@
 //! Schemas: Spider tables.json, CREATE TABLE DDL, the simple form, prompt
 //! formats, errors with positions, and cutting to a budget.
 
+mod common;
+use common::shared;
+
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use sqlora_core::schema::{Schema, SchemaFormat, SpiderTables};
-
-fn shared() -> PathBuf {
-    std::env::var_os("SQLORA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
 
 fn spider() -> SpiderTables {
     SpiderTables::from_file(shared().join("data/spider/tables.json")).unwrap()

@@ -1,16 +1,11 @@
 //! SQL checks: parse errors, read-only, unknown tables/columns with aliases,
 //! qualified names, `*`, CTEs; and every Spider dev gold query passes.
 
-use std::path::PathBuf;
+mod common;
+use common::shared;
 
 use sqlora_core::schema::{Schema, SpiderTables};
 use sqlora_core::sqlcheck::check;
-
-fn shared() -> PathBuf {
-    std::env::var_os("SQLORA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
 
 fn schema() -> Schema {
     Schema::parse(

@@ -1,27 +1,13 @@
 //! Tokenizer parity: GGUF-built SmolLM2 tokenizer vs transformers' ids, the
 //! Mistral tokenizer.json, a llama/SentencePiece GGUF build, and streaming.
 
+mod common;
+use common::{shared, smollm2_gguf as model_path};
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use sqlora_core::tokenizer::{GgufPre, Tokenizer};
-
-fn shared() -> PathBuf {
-    std::env::var_os("SQLORA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
-fn model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("SQLORA_MODEL") {
-        return p.into();
-    }
-    let cache = std::env::var_os("SQLORA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sqlora"));
-    cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
 
 fn gguf_metadata() -> HashMap<String, Value> {
     let path = model_path();
