@@ -2,7 +2,8 @@
 # Installs the tools the tests need, each only if it is missing or the wrong
 # version: the wasm32 target, rustfmt/clippy, wasm-bindgen-cli (exactly the
 # wasm-bindgen in Cargo.lock), trunk, Debian's chromium, and playwright-core
-# (npm, from tests/browser/package-lock.json). Everything comes from the
+# (npm, from tests/browser/package-lock.json), and llama.cpp's Python `gguf`
+# reader in a venv (the export test's independent reader). Everything comes from the
 # ordinary registries, so a clean machine of this kind gets it all; a second
 # run does nothing. Used by scripts/test-all.sh.
 set -euo pipefail
@@ -58,6 +59,17 @@ fi
 if [[ ! -f tests/browser/node_modules/playwright-core/package.json ]]; then
   say "installing playwright-core (npm)"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# llama.cpp's GGUF reader, pinned, in its own venv outside the clone (the
+# export test reads our GGUF with it; scripts/test-all.sh points SQLORA_PYTHON here).
+PY_VENV="${SQLORA_PY_VENV:-$HOME/.cache/sqlora-py}"
+if ! "$PY_VENV/bin/python" -c "import gguf" 2>/dev/null; then
+  say "installing python gguf==0.19.0 into $PY_VENV"
+  if ! { python3 -m venv "$PY_VENV" && "$PY_VENV/bin/pip" install -q gguf==0.19.0; }; then
+    # Not fatal: the export test then skips that one check and says so.
+    say "WARNING: could not install python gguf; the independent GGUF reader check will be skipped"
+  fi
 fi
 
 say "ok: $(wasm-bindgen --version), $(trunk --version), $(chromium --version 2>/dev/null | head -1), node $(node --version)"

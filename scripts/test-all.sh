@@ -8,7 +8,8 @@
 #
 # Environment: CARGO_TARGET_DIR (default ~/.cache/sqlora-target, outside the
 # clone, so a machine that still has it rebuilds less), SQLORA_CACHE /
-# SQLORA_MODEL (where the model is), RAYON_NUM_THREADS (default 2),
+# SQLORA_MODEL (where the model is), SQLORA_PYTHON (a Python with llama.cpp's
+# `gguf` package, for the export test; install-tools.sh makes one), RAYON_NUM_THREADS (default 2),
 # SQLORA_CLIPPY=1 to run clippy too (a full second check of the workspace; we
 # keep it clean locally), SQLORA_CLIPPY_STRICT=0 to report its warnings
 # without failing, SQLORA_TRUNK_PROFILE=dev for a quicker unoptimised wasm.
@@ -17,6 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sqlora-target}"
+export SQLORA_PYTHON="${SQLORA_PYTHON:-${SQLORA_PY_VENV:-$HOME/.cache/sqlora-py}/bin/python}"
 export PATH="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin:$PATH"
 MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_DIR="${SQLORA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sqlora}"
