@@ -107,7 +107,11 @@ fn tensors_by_gguf_py(path: &Path) -> Option<(BTreeMap<String, (String, Vec<usiz
         .unwrap()
         .iter()
         .map(|t| {
-            let dims = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize);
+            let dims = t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize);
             (
                 t["name"].as_str().unwrap().to_string(),
                 (normalise_type(t["type"].as_str().unwrap()), dims.collect()),
@@ -128,7 +132,10 @@ fn trained_adapter_exports_to_a_gguf_that_gguf_py_reads_and_generate_uses() {
     let q8 = dir.join("merged-q8_0.gguf");
     let q8s = q8.to_str().unwrap();
     let stdout = ok(&sqlora(&["export", "--adapter", a, "--quant", "q8_0", "--out", q8s]));
-    assert!(stdout.contains("wrote") && stdout.contains("211 Q8_0") && stdout.contains("61 F32"), "{stdout}");
+    assert!(
+        stdout.contains("wrote") && stdout.contains("211 Q8_0") && stdout.contains("61 F32"),
+        "{stdout}"
+    );
 
     // No overwrite without --force; the existing file is untouched.
     let before = std::fs::read(&q8).unwrap();
@@ -139,16 +146,23 @@ fn trained_adapter_exports_to_a_gguf_that_gguf_py_reads_and_generate_uses() {
 
     // q4k: only rows divisible by 256 (ffn_down, 1536 wide) can be Q4_K; the rest fall back, and it says so.
     let q4k = dir.join("merged-q4k.gguf");
-    let stdout = ok(&sqlora(&["export", "--adapter", a, "--quant", "q4k", "--out", q4k.to_str().unwrap()]));
+    let stdout = ok(&sqlora(&[
+        "export",
+        "--adapter",
+        a,
+        "--quant",
+        "q4k",
+        "--out",
+        q4k.to_str().unwrap(),
+    ]));
     assert!(stdout.contains("fell back to q8_0"), "{stdout}");
     let ours = tensors_by_sqlora(&q4k);
     assert_eq!(ours["blk.0.ffn_down.weight"], ("Q4K".into(), vec![1536, 576]));
     assert_eq!(ours["blk.0.attn_q.weight"].0, "Q80");
-    assert!(!dir.read_dir().unwrap().any(|e| e
+    assert!(!dir
+        .read_dir()
         .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .ends_with(".tmp")));
+        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
 
     // The independent reader sees the same tensors, types and shapes, and our metadata.
     for path in [&q8, &q4k] {
