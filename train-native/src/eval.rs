@@ -59,6 +59,10 @@ pub struct Args {
     /// LoRA adapter to apply to --base.
     #[arg(long, requires = "base")]
     adapter: Option<PathBuf>,
+    /// Run a quantized --base dequantized to f32 (with --adapter: the unmerged reference
+    /// that exports are compared against; faster than LoRA over Q4_1 blocks on CPU).
+    #[arg(long, requires = "base")]
+    dequantize: bool,
     /// Longest generated query, in tokens.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -82,14 +86,7 @@ pub fn run(args: Args) -> Result<()> {
             if gold.iter().any(|g| g.question.is_none()) {
                 bail!("generating needs the questions: give --data dev.json");
             }
-            generate(
-                base,
-                args.adapter.as_deref(),
-                tables,
-                &gold,
-                args.max_new_tokens,
-                args.pred_out.as_deref(),
-            )?
+            generate(&args, base, tables, &gold)?
         }
         (Some(_), Some(_)) => {
             bail!("give either --pred (score a file) or --base (generate), not both")
@@ -207,29 +204,31 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 /// Generate one query per example with the same prompt as training (greedy),
 /// one line each, as the official predictions format wants.
 fn generate(
+    args: &Args,
     base: &std::path::Path,
-    adapter: Option<&std::path::Path>,
     tables: &std::path::Path,
     gold: &[GoldExample],
-    max_new_tokens: usize,
-    pred_out: Option<&std::path::Path>,
 ) -> Result<Vec<String>> {
     use sqlora_core::generate::GenerationConfig;
     use sqlora_core::pipeline::Text2Sql;
     use sqlora_core::schema::SpiderTables;
 
     let spec = base.display().to_string();
-    let format = sqlora_core::weights::BaseFormat::AsStored;
+    let format = if args.dequantize {
+        sqlora_core::weights::BaseFormat::F32
+    } else {
+        sqlora_core::weights::BaseFormat::AsStored
+    };
     let mut t2s =
         Text2Sql::load(&spec, format, &candle_core::Device::Cpu).with_context(|| format!("loading {spec}"))?;
-    if let Some(dir) = adapter {
+    if let Some(dir) = &args.adapter {
         t2s.apply_adapter(dir)
             .with_context(|| format!("applying adapter {}", dir.display()))?;
     }
     let schemas = SpiderTables::from_file(tables)?;
     // extract_sql keeps the first statement only, so generation can stop at its end.
     let cfg = GenerationConfig {
-        max_new_tokens,
+        max_new_tokens: args.max_new_tokens,
         stop_strings: vec![";".into(), "\n\n".into()],
         ..Default::default()
     };
@@ -246,7 +245,7 @@ fn generate(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if let Some(path) = pred_out {
+    if let Some(path) = &args.pred_out {
         std::fs::write(path, preds.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(preds)
