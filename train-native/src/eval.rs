@@ -63,6 +63,9 @@ pub struct Args {
     /// that exports are compared against; faster than LoRA over Q4_1 blocks on CPU).
     #[arg(long, requires = "base")]
     dequantize: bool,
+    /// Where generation runs: `cpu` or `cuda:N` (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Longest generated query, in tokens.
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -219,8 +222,8 @@ fn generate(
     } else {
         sqlora_core::weights::BaseFormat::AsStored
     };
-    let mut t2s =
-        Text2Sql::load(&spec, format, &candle_core::Device::Cpu).with_context(|| format!("loading {spec}"))?;
+    let mut t2s = Text2Sql::load(&spec, format, &crate::train::parse_device(&args.device)?)
+        .with_context(|| format!("loading {spec}"))?;
     if let Some(dir) = &args.adapter {
         t2s.apply_adapter(dir)
             .with_context(|| format!("applying adapter {}", dir.display()))?;
