@@ -54,6 +54,11 @@ pub struct Report {
     pub parse_failures: usize,
     /// Gold queries that failed to execute (those examples score as wrong).
     pub gold_errors: usize,
+    /// Examples whose gold query returns at least one row...
+    pub gold_nonempty: usize,
+    /// ...and the fraction of those that execute correctly: an empty gold result is
+    /// matched by any prediction that returns nothing, often by luck.
+    pub execution_gold_nonempty: f64,
     /// Whether execution was run (false: `execution`/`valid_sql` are zero).
     pub executed: bool,
     /// Free-form labels (e.g. dataset, evaluation kind).
@@ -93,6 +98,7 @@ impl Report {
             all: f(&tallies["all"]),
         };
         let frac = |k: usize, n: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+        let nonempty: Vec<&ExampleResult> = results.iter().filter(|r| r.gold_rows.is_some_and(|n| n > 0)).collect();
         Report {
             counts: ByLevel {
                 easy: tallies["easy"].n,
@@ -108,6 +114,8 @@ impl Report {
             timeouts: results.iter().filter(|r| r.timed_out()).count(),
             parse_failures: results.iter().filter(|r| !r.parsed).count(),
             gold_errors: results.iter().filter(|r| r.gold_error.is_some()).count(),
+            gold_nonempty: nonempty.len(),
+            execution_gold_nonempty: frac(nonempty.iter().filter(|r| r.exec_match).count(), nonempty.len()),
             executed,
             notes: BTreeMap::new(),
         }
@@ -139,6 +147,12 @@ impl Report {
             "timeouts: {}   unparsed predictions: {}   gold errors: {}\n",
             self.timeouts, self.parse_failures, self.gold_errors
         );
+        if self.executed {
+            s += &format!(
+                "execution where the gold result is not empty: {:.3} of {}\n",
+                self.execution_gold_nonempty, self.gold_nonempty
+            );
+        }
         s
     }
 

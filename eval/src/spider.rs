@@ -76,6 +76,9 @@ pub struct ExampleResult {
     pub exec_status: ExecStatus,
     /// The gold failed to run (scored as wrong).
     pub gold_error: Option<String>,
+    /// Rows the gold query returned (an empty gold result is matched by any empty
+    /// prediction, so reports also give execution accuracy over non-empty golds).
+    pub gold_rows: Option<usize>,
     pub exact_match: bool,
     pub exec_match: bool,
 }
@@ -185,6 +188,7 @@ impl Evaluator {
             schema_valid: false,
             exec_status: ExecStatus::Skipped,
             gold_error: None,
+            gold_rows: None,
             exact_match,
             exec_match: false,
         };
@@ -216,6 +220,7 @@ impl Evaluator {
             Ok(rows) => ExecStatus::Ok { rows: rows.len() },
             Err(e) => ExecStatus::Failed(e.clone()),
         };
+        result.gold_rows = gold_rows.as_ref().ok().map(Vec::len);
         match (gold_rows, pred_rows) {
             (Ok(g), Ok(p)) => result.exec_match = exec::result_eq(&g, &p, order_matters),
             (Err(e), _) => result.gold_error = Some(e.to_string()),

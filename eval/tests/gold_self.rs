@@ -29,6 +29,25 @@ fn dev_gold_against_itself_scores_one() {
     assert_eq!(report.valid_sql.all, 1.0);
     assert_eq!(report.counts.all, 1034);
     assert_eq!(report.parse_failures, 0);
+    assert_eq!(report.execution_gold_nonempty, 1.0);
+    let empty_golds = results.iter().filter(|r| r.gold_rows == Some(0)).count();
+    assert!(empty_golds > 0, "dev has golds with empty results");
+    assert_eq!(report.gold_nonempty + empty_golds, 1034);
+
+    // A prediction that returns nothing matches an empty gold (the official metric) but
+    // never counts where the gold result is not empty.
+    let nothing: Vec<String> = gold
+        .iter()
+        .map(|g| format!("{} LIMIT 0", g.sql.trim_end_matches(';')))
+        .collect();
+    let (report, _) = evaluate(&mut evaluator, &gold, &nothing, true).unwrap();
+    let expected = empty_golds as f64 / 1034.0;
+    assert!(
+        (report.execution.all - expected).abs() < 1e-9,
+        "{} vs {expected}",
+        report.execution.all
+    );
+    assert_eq!(report.execution_gold_nonempty, 0.0);
 }
 
 #[test]

@@ -114,11 +114,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let fell: Vec<&str> = report.fallbacks().map(|t| t.name.as_str()).collect();
     if !fell.is_empty() {
         println!(
-            "{} tensors fell back to {} (shape not divisible by the block): {}",
+            "{} tensors fell back to {} (rows not divisible by the {} block): {}",
             fell.len(),
             a.fallback,
-            fell.join(", ")
+            a.quant,
+            by_kind(&fell)
         );
     }
     Ok(())
+}
+
+/// "attn_q.weight x30, ffn_up.weight x30": tensor names grouped across blocks, so that
+/// a fallback that hits every layer reads as one line per kind of matrix.
+fn by_kind(names: &[&str]) -> String {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for name in names {
+        let kind = match name.strip_prefix("blk.").and_then(|rest| rest.split_once('.')) {
+            Some((_, kind)) => kind,
+            None => name,
+        };
+        match kinds.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind.to_string(), 1)),
+        }
+    }
+    let parts: Vec<String> = kinds.into_iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    parts.join(", ")
 }

@@ -1,41 +1,12 @@
 //! `sqlora generate` end to end on the default base model.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn shared() -> PathBuf {
-    std::env::var_os("SQLORA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
-fn sqlora(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sqlora"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
+use common::{default_base as sqlora_base, shared, sqlora};
 
 #[test]
 fn default_base_answers_concert_singer_with_a_select() {
-    let tables = shared().join("data/spider/tables.json");
-    let out = sqlora(&[
-        "generate",
-        "--tables",
-        tables.to_str().unwrap(),
-        "--db-id",
-        "concert_singer",
-        "--question",
-        "How many singers do we have?",
-        "--max-new-tokens",
-        "48",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let sql = String::from_utf8(out.stdout).unwrap();
-    let statements = sqlora_core::sqlcheck::parse(sql.trim()).unwrap_or_else(|e| panic!("{sql:?} does not parse: {e}"));
-    assert_eq!(statements.len(), 1, "{sql:?}");
-    assert!(sql.trim_start().to_uppercase().starts_with("SELECT"), "{sql:?}");
+    common::assert_concert_singer_select(None);
 }
 
 #[test]
@@ -107,13 +78,4 @@ fn bad_inputs_get_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.sql"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
-}
-
-fn sqlora_base() -> PathBuf {
-    std::env::var_os("SQLORA_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("SQLORA_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sqlora"));
-        cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-    })
 }

@@ -2,36 +2,14 @@
 //! merge and re-quantize it into one GGUF, check the file with llama.cpp's own
 //! Python reader (`gguf`), and generate from it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::{repo, shared, sqlora, stdout_ok as ok};
 use sqlora_core::weights::GgufFile;
-
-fn shared() -> PathBuf {
-    std::env::var_os("SQLORA_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn sqlora(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_sqlora"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    eprintln!("$ sqlora {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A one-step adapter on the default base: real training, kept small (r 8, 4 examples).
 fn train_adapter(dir: &Path) -> PathBuf {
@@ -180,21 +158,6 @@ fn trained_adapter_exports_to_a_gguf_that_gguf_py_reads_and_generate_uses() {
     }
 
     // The exported file is a base for `generate` as it is.
-    let tables = shared().join("data/spider/tables.json");
-    let sql = ok(&sqlora(&[
-        "generate",
-        "--base",
-        q8s,
-        "--tables",
-        tables.to_str().unwrap(),
-        "--db-id",
-        "concert_singer",
-        "--question",
-        "How many singers do we have?",
-        "--max-new-tokens",
-        "48",
-    ]));
-    assert!(sql.trim_start().to_uppercase().starts_with("SELECT"), "{sql:?}");
-    sqlora_core::sqlcheck::parse(sql.trim()).unwrap_or_else(|e| panic!("{sql:?} does not parse: {e}"));
+    common::assert_concert_singer_select(Some(q8s));
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -2,18 +2,15 @@
 //! Spider data): a run killed after a checkpoint and resumed ends with the
 //! same adapter, bit for bit, as an uninterrupted run.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
-
-fn shared() -> PathBuf {
-    std::env::var_os("SQLORA_SHARED")
-        .map(Into::into)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
+use common::shared;
 
 /// An HF model directory: tiny llama config, random safetensors, SmolLM2's tokenizer.
 fn tiny_model_dir(root: &Path) -> PathBuf {
