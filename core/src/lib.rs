@@ -11,6 +11,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod fused;
 pub mod generate;
 pub mod linear;
 pub mod lora;

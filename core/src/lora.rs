@@ -259,8 +259,9 @@ impl LoraLayer {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let a = self.a.to_dtype(x.dtype())?;
         let b = self.b.to_dtype(x.dtype())?;
-        let h = x.broadcast_matmul(&a.t()?)?;
-        Ok((h.broadcast_matmul(&b.t()?)? * self.scaling)?)
+        // Scaling the r-wide intermediate, not the output, saves an output-sized tensor.
+        let h = (x.broadcast_matmul(&a.t()?)? * self.scaling)?;
+        Ok(h.broadcast_matmul(&b.t()?)?)
     }
 
     /// `scaling · B·A` `[out, in]` in f32: what merging adds to the base weight.

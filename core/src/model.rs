@@ -6,12 +6,12 @@
 //! and NF4 bases, with or without LoRA.
 //!
 //! candle's fused `rope`, `rms_norm` and `softmax_last_dim` have no backward pass;
-//! when an input tracks gradients (LoRA training) the composed forms are used.
+//! when an input tracks gradients (LoRA training) [`crate::fused`] gives them one.
 
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::linear::Linear;
@@ -53,7 +53,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.track_op() {
-            Ok(candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps as f32)?)
+            Ok(crate::fused::rms_norm(x, &self.weight, self.eps as f32)?)
         } else {
             Ok(candle_nn::ops::rms_norm(
                 &x.contiguous()?,
@@ -94,7 +94,7 @@ impl Rotary {
         let cos = self.cos.narrow(0, offset, t)?;
         let sin = self.sin.narrow(0, offset, t)?;
         if x.track_op() {
-            Ok(candle_nn::rotary_emb::rope_slow(x, &cos, &sin)?)
+            Ok(crate::fused::rope(x, &cos, &sin)?)
         } else {
             Ok(candle_nn::rotary_emb::rope(
                 &x.contiguous()?,
@@ -171,13 +171,14 @@ impl Attention {
         let rep = self.heads / self.kv_heads;
         let k = candle_transformers::utils::repeat_kv(k, rep)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, rep)?.contiguous()?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut scores = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
+        // Scale q (head_dim wide) rather than the scores (key-length wide).
+        let q = (q * (1.0 / (self.head_dim as f64).sqrt()))?;
+        let mut scores = q.contiguous()?.matmul(&k.t()?)?;
         if let Some(m) = mask {
             scores = scores.broadcast_add(m)?;
         }
         let probs = if scores.track_op() {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            crate::fused::softmax_last_dim(&scores)?
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod alloc;
 mod bench;
 mod eval;
 mod export;
@@ -41,6 +42,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    alloc::keep_freed_memory();
     match Cli::parse().command {
         Command::FetchModel(a) => fetch::run(a),
         Command::Generate(a) => generate::run(a),

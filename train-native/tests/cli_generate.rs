@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{default_base as sqlora_base, shared, sqlora};
+use common::{default_base as sqlora_base, sqlora};
 
 #[test]
 fn default_base_answers_concert_singer_with_a_select() {

@@ -42,7 +42,7 @@ fn train_adapter(dir: &Path) -> PathBuf {
 }
 
 /// name -> (type, dims in GGUF order: fastest-varying first), from sqlora's reader.
-fn tensors_by_sqlora(path: &Path) -> BTreeMap<String, (String, Vec<usize>)> {
+fn tensors_by_sqlora(path: &Path) -> TensorTable {
     let f = GgufFile::open(path).unwrap();
     f.tensor_infos()
         .iter()
@@ -59,9 +59,12 @@ fn normalise_type(t: &str) -> String {
     t.replace('_', "").to_uppercase()
 }
 
-/// The same table as seen by `gguf` (llama.cpp's Python package), or None with a
-/// message when Python or the package is missing.
-fn tensors_by_gguf_py(path: &Path) -> Option<(BTreeMap<String, (String, Vec<usize>)>, serde_json::Value)> {
+/// Tensor name → (type, shape).
+type TensorTable = BTreeMap<String, (String, Vec<usize>)>;
+
+/// The same table as seen by `gguf` (llama.cpp's Python package), with the file's
+/// metadata, or None with a message when Python or the package is missing.
+fn tensors_by_gguf_py(path: &Path) -> Option<(TensorTable, serde_json::Value)> {
     let python = std::env::var("SQLORA_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = repo().join("tests/gguf/read_gguf.py");
     let out = match Command::new(&python).arg(&script).arg(path).output() {
