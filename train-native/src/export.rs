@@ -114,7 +114,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let fell: Vec<&str> = report.fallbacks().map(|t| t.name.as_str()).collect();
     if !fell.is_empty() {
         println!(
-            "{} tensors fell back to {} (rows not divisible by the {} block): {}",
+            "{} tensors fell back to {} (row length not a multiple of the {} block): {}",
             fell.len(),
             a.fallback,
             a.quant,
