@@ -68,11 +68,15 @@ fn rms_norm_matches_the_composed_form() {
     );
 }
 
+/// cos/sin tables `[7, 8]` (7 positions, head_dim 16).
+fn rotary_tables() -> (Tensor, Tensor) {
+    (pseudo(&[7, 8], 4).cos().unwrap(), pseudo(&[7, 8], 5).sin().unwrap())
+}
+
 #[test]
 fn rope_matches_the_composed_form() {
     let x = pseudo(&[2, 3, 7, 16], 3);
-    let cos = pseudo(&[7, 8], 4).cos().unwrap();
-    let sin = pseudo(&[7, 8], 5).sin().unwrap();
+    let (cos, sin) = rotary_tables();
     check(
         "rope",
         &x,
@@ -100,8 +104,7 @@ fn softmax_matches_the_composed_form_with_a_causal_mask() {
 fn non_contiguous_inputs_are_handled() {
     // Attention hands RoPE a transposed view.
     let x = pseudo(&[2, 7, 3, 16], 7);
-    let cos = pseudo(&[7, 8], 4).cos().unwrap();
-    let sin = pseudo(&[7, 8], 5).sin().unwrap();
+    let (cos, sin) = rotary_tables();
     check(
         "rope on a transpose",
         &x,
