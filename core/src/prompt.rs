@@ -188,6 +188,9 @@ impl PromptSettings {
     /// on its own (so the prompt ids are exactly what generation sees). When
     /// too long, few-shot examples are dropped first (last first), then the
     /// schema is cut by [`Schema::fit`]; the question and answer never are.
+    /// The cut keeps what the question *or the answer* names: a schema cut
+    /// below the gold SQL's own tables and columns would teach the model to
+    /// write columns it was not shown.
     /// `Ok(None)`: it cannot fit even with an empty schema.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_example(
@@ -216,7 +219,8 @@ impl PromptSettings {
             }
             n_shots -= 1;
         }
-        let fitted = schema.fit(self.schema_format, question, |text| {
+        let named = format!("{question}\n{sql}");
+        let fitted = schema.fit(self.schema_format, &named, |text| {
             let (p, a) = encode(text, &[])?;
             Ok(p.len() + a.len() <= max_length)
         })?;

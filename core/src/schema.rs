@@ -434,8 +434,9 @@ impl Schema {
     /// Cuts the schema until `fits(rendered schema text)` says yes.
     ///
     /// The rule, in order of what goes first:
-    /// 1. whole tables the question does not mention (no word of the table's
-    ///    name or of its columns' names occurs in the question), last first;
+    /// 1. whole tables `named` does not mention (no word of the table's name or
+    ///    of its columns' names occurs in it), last first; `named` is the
+    ///    question, and in training the question with its gold SQL;
     /// 2. columns that are neither keys nor mentioned in the question, from
     ///    the last table's last column backwards;
     /// 3. the remaining tables, last first.
@@ -447,7 +448,7 @@ impl Schema {
     pub fn fit(
         &self,
         format: SchemaFormat,
-        question: &str,
+        named: &str,
         mut fits: impl FnMut(&str) -> Result<bool>,
     ) -> Result<Option<FittedSchema>> {
         let full = self.render(format);
@@ -458,7 +459,7 @@ impl Schema {
                 dropped_columns: 0,
             }));
         }
-        let steps = self.cut_steps(question);
+        let steps = self.cut_steps(named);
         if steps.is_empty() {
             return Ok(None);
         }
@@ -504,8 +505,8 @@ impl Schema {
         }))
     }
 
-    fn cut_steps(&self, question: &str) -> Vec<Cut> {
-        let qwords: HashSet<String> = words(question).collect();
+    fn cut_steps(&self, named: &str) -> Vec<Cut> {
+        let qwords: HashSet<String> = words(named).collect();
         let mentioned = |name: &str| words(name).any(|w| qwords.contains(&w));
         let table_mentioned: Vec<bool> = self
             .tables

@@ -184,6 +184,34 @@ fn long_examples_cut_shots_then_schema_never_question_or_answer() {
         .is_none());
 }
 
+#[test]
+fn schema_cut_keeps_what_the_gold_sql_names() {
+    let (tmpl, tok) = smollm2();
+    let tables = SpiderTables::from_file(shared().join("data/spider/tables.json")).unwrap();
+    let schema = tables.schema("college_2").unwrap();
+    let s = PromptSettings::default();
+    // The question names the student table but not `tot_cred`, which the answer needs:
+    // at every budget, the cut schema shows student with tot_cred, or not at all.
+    let q = "Which student has the most credits?";
+    let sql = "SELECT name FROM student ORDER BY tot_cred DESC LIMIT 1";
+    let mut cut_with_student = 0;
+    for max in (60..=400).step_by(5) {
+        let Some(ex) = s.encode_example(&tmpl, &tok, schema, q, &[], sql, max).unwrap() else {
+            continue;
+        };
+        let text = tok.decode(&ex.input_ids[..ex.prompt_len], false).unwrap();
+        let schema_part = &text[..text.find("Question:").unwrap()];
+        if ex.schema_cut() && schema_part.contains("student(") {
+            cut_with_student += 1;
+            assert!(schema_part.contains("tot_cred"), "max {max}: {schema_part}");
+        }
+    }
+    assert!(
+        cut_with_student > 3,
+        "{cut_with_student} budgets cut the schema and kept student"
+    );
+}
+
 /// Not a check: how many Spider training examples fit 256 tokens uncut with
 /// each schema format (run with --ignored --nocapture).
 #[test]
