@@ -5,7 +5,7 @@
 #   - the adapter merged and exported as q8_0, q4k and q4_1 GGUFs: exact match and
 #     execution on the first N_EXPORT, and greedy agreement with the unmerged model on
 #     the first N_AGREE (identical generated SQL).
-# Usage: scripts/bench-accuracy.sh ADAPTER_DIR [OUT_DIR]
+# Usage: scripts/bench-accuracy.sh ADAPTER_DIR [OUT_DIR]  (evaluations already in OUT_DIR are kept)
 # Env: SQLORA_DATA (Spider folder, default ../shared/data/spider), N_MAIN (300),
 #      N_EXPORT (200), N_AGREE (50), JOBS (parallel single-thread evals, default 2).
 set -euo pipefail
@@ -35,6 +35,12 @@ eval_jobs() {
 run_one() {
   local tag=$1 limit=$2
   shift 2
+  # A finished evaluation is kept (the zero-shot base does not change with the adapter):
+  # delete $OUT/eval-TAG.json to run it again.
+  if [[ -f "$OUT/eval-$tag.json" && -f "$OUT/eval-$tag.jsonl" ]]; then
+    echo "kept: $tag ($OUT/eval-$tag.json exists)"
+    return
+  fi
   RAYON_NUM_THREADS=1 "$SQLORA" eval "$@" --data "$DATA/dev.json" --tables "$DATA/tables.json" \
     --db-dir "$DATA/database" --limit "$limit" --out "$OUT/eval-$tag.json" \
     --per-example "$OUT/eval-$tag.jsonl" >"$OUT/eval-$tag.log" 2>&1
