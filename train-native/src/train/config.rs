@@ -345,7 +345,8 @@ mod shipped_configs {
         assert!(w.train_data[0].ends_with("train_subset1000_text.jsonl"));
         let q = TrainConfig::resolve(Some(&root.join("configs/quickstart.toml")), &[]).unwrap();
         assert_eq!(q.output_dir, "runs/quickstart/adapter");
-        assert!((400..=600).contains(&q.limit_train) && q.max_steps > 0);
+        // The quickstart's time is bounded by a fixed step budget, not by the data size.
+        assert!(q.limit_train > 0 && (1..=100).contains(&q.max_steps), "{q:?}");
         let r = TrainConfig::resolve(Some(&root.join("docs/runs/spider-smollm2-500/config.toml")), &[]).unwrap();
         assert_eq!((r.limit_train, r.limit_eval), (500, 100));
     }
