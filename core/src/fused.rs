@@ -10,7 +10,6 @@
 //!
 //! CPU f32 only: elsewhere the composed forms are used.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, D};
 
 /// Runs `f` on the storage as a CPU tensor and returns its output's storage.
@@ -23,14 +22,8 @@ fn via_tensor(
     let (start, end) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("fused op: input is not contiguous".into()))?;
-    let dev = &Device::Cpu;
-    let x = match s {
-        CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], l.shape(), dev)?,
-        CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], l.shape(), dev)?,
-        CpuStorage::BF16(v) => Tensor::from_slice(&v[start..end], l.shape(), dev)?,
-        CpuStorage::F16(v) => Tensor::from_slice(&v[start..end], l.shape(), dev)?,
-        _ => candle_core::bail!("fused op: unsupported dtype {:?}", s.dtype()),
-    };
+    // `applies` admits f32 only.
+    let x = Tensor::from_slice(&s.as_slice::<f32>()?[start..end], l.shape(), &Device::Cpu)?;
     let y = f(&x)?.contiguous()?;
     let (storage, layout) = y.storage_and_layout();
     let Storage::Cpu(out) = &*storage else {
