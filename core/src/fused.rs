@@ -1,141 +1,157 @@
-//! RMSNorm, rotary embedding and softmax for the training graph: candle's
-//! fused kernels forward, with backward passes of their own.
+//! RMSNorm, rotary embedding and softmax for the training graph, and the
+//! mechanism behind them and behind gradient checkpointing: a value computed
+//! by a kernel that has no backward (candle's fused `rms_norm`, `rope`,
+//! `softmax_last_dim`, on the CPU and on CUDA alike) gets one attached.
 //!
-//! candle's fused `rms_norm`, `rope` and `softmax_last_dim` have no backward,
-//! and their composed forms (`rms_norm_slow`, `rope_slow`, `softmax`) keep five
-//! or six full-size intermediates per call alive in the autograd graph; for
-//! a 30-layer model that is most of the training memory and much of its time.
-//! Here each op keeps only its input and output. The backward passes are the
-//! closed-form Jacobian-vector products, written with (untracked) tensor ops.
-//!
-//! CPU f32 only: elsewhere the composed forms are used.
+//! [`attach`] turns `y = f(x)`, computed without a graph, into a tensor whose
+//! backward is a closed-form Jacobian-vector product of our own. The graph then
+//! keeps only `x` and `y` per op, where candle's composed forms (`rms_norm_slow`,
+//! `rope_slow`, `softmax`) keep five or six full-size intermediates.
+//! Backward passes compute in f32 whatever the compute dtype, as transformers'
+//! bf16 models do in their norms and softmax.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor, D};
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, D};
 
-/// Runs `f` on the storage as a CPU tensor and returns its output's storage.
-/// One copy in and one out: small beside the intermediates it saves.
-fn via_tensor(
-    s: &CpuStorage,
-    l: &Layout,
-    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
-) -> candle_core::Result<(CpuStorage, Shape)> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("fused op: input is not contiguous".into()))?;
-    // `applies` admits f32 only.
-    let x = Tensor::from_slice(&s.as_slice::<f32>()?[start..end], l.shape(), &Device::Cpu)?;
-    let y = f(&x)?.contiguous()?;
-    let (storage, layout) = y.storage_and_layout();
-    let Storage::Cpu(out) = &*storage else {
-        candle_core::bail!("fused op: output left the CPU")
-    };
-    if layout.start_offset() != 0 {
-        // Fresh kernel outputs start at 0; anything else would be a view.
-        candle_core::bail!("fused op: unexpected output layout");
-    }
-    Ok((out.clone(), layout.shape().clone()))
+/// The backward of `y = f(x)`: `∂x` from `x`, `y` and the incoming gradient `g`.
+pub trait Backward: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn bwd(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor>;
 }
 
-/// `x / rms(x) · w` over the last dimension.
-struct RmsNorm {
+/// Forward: a copy of the precomputed `y`; backward: `B::bwd` for `x`.
+struct Attach<B>(B);
+
+/// A contiguous copy of the storage viewed through `l` (the op's output).
+fn copy_out<S>(s: &S, l: &Layout) -> candle_core::Result<(S, Shape)>
+where
+    S: BackendStorage,
+    S::Device: BackendDevice<Storage = S>,
+{
+    // Safety: copy_strided_src writes every element of the fresh buffer.
+    let mut out = unsafe { s.device().alloc_uninit(l.shape(), s.dtype())? };
+    s.copy_strided_src(&mut out, 0, l)?;
+    Ok((out, l.shape().clone()))
+}
+
+impl<B: Backward> CustomOp2 for Attach<B> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        y: &CpuStorage,
+        yl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        copy_out(y, yl)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        y: &candle_core::CudaStorage,
+        yl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        copy_out(y, yl)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _: &Tensor,
+        y: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(self.0.bwd(x, y, g)?), None))
+    }
+}
+
+/// `y` (computed from `x` without a graph) as a function of `x` whose
+/// gradient is `b.bwd`. Costs one copy of `y`.
+pub fn attach<B: Backward>(x: &Tensor, y: &Tensor, b: B) -> candle_core::Result<Tensor> {
+    x.apply_op2(&y.detach(), Attach(b))
+}
+
+fn f32(t: &Tensor) -> candle_core::Result<Tensor> {
+    t.to_dtype(DType::F32)
+}
+
+/// With r = (mean(x²) + eps)^-½ and u = g·w: ∂x = r·u − x·r³·mean(x·u).
+struct RmsNormBwd {
     weight: Tensor,
     eps: f32,
 }
 
-impl CustomOp1 for RmsNorm {
+impl Backward for RmsNormBwd {
     fn name(&self) -> &'static str {
         "sqlora-rms-norm"
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        via_tensor(s, l, |x| candle_nn::ops::rms_norm(x, &self.weight, self.eps))
-    }
-
-    /// With r = (mean(x²) + eps)^-½ and u = g·w: ∂x = r·u − x·r³·mean(x·u).
-    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let u = g.broadcast_mul(&self.weight.to_dtype(g.dtype())?)?;
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+        let (x, g) = (f32(x)?, f32(g)?);
+        let u = g.broadcast_mul(&f32(&self.weight)?)?;
         let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps as f64)?.sqrt()?.recip()?;
-        let dot = (x * &u)?.mean_keepdim(D::Minus1)?;
+        let dot = (&x * &u)?.mean_keepdim(D::Minus1)?;
         let r3 = (&r * &r)?.mul(&r)?;
-        Ok(Some((u.broadcast_mul(&r)? - x.broadcast_mul(&(dot * r3)?)?)?))
+        (u.broadcast_mul(&r)? - x.broadcast_mul(&(dot * r3)?)?)?.to_dtype(self.weight.dtype())
     }
 }
 
-/// Rotate-half RoPE on `[b, h, t, d]`; its transpose is the same rotation by −θ.
-struct Rope {
+/// Rotate-half RoPE's transpose is the same rotation by −θ.
+struct RopeBwd {
     cos: Tensor,
     sin: Tensor,
 }
 
-impl CustomOp1 for Rope {
+impl Backward for RopeBwd {
     fn name(&self) -> &'static str {
         "sqlora-rope"
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        via_tensor(s, l, |x| candle_nn::rotary_emb::rope(x, &self.cos, &self.sin))
-    }
-
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let neg_sin = self.sin.neg()?;
-        Ok(Some(candle_nn::rotary_emb::rope(
-            &g.contiguous()?,
-            &self.cos,
-            &neg_sin,
-        )?))
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::rotary_emb::rope(&g.contiguous()?, &self.cos, &self.sin.neg()?)
     }
 }
 
-/// Softmax over the last dimension; ∂x = y·(g − Σ g·y).
-struct Softmax;
+/// Softmax over the last dimension: ∂x = y·(g − Σ g·y).
+struct SoftmaxBwd;
 
-impl CustomOp1 for Softmax {
+impl Backward for SoftmaxBwd {
     fn name(&self) -> &'static str {
         "sqlora-softmax"
     }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        via_tensor(s, l, candle_nn::ops::softmax_last_dim)
+    fn bwd(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+        let (y, g) = (f32(y)?, f32(g)?);
+        let dot = (&g * &y)?.sum_keepdim(D::Minus1)?;
+        (y * g.broadcast_sub(&dot)?)?.to_dtype(x.dtype())
     }
-
-    fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let dot = (g * y)?.sum_keepdim(D::Minus1)?;
-        Ok(Some((y * g.broadcast_sub(&dot)?)?))
-    }
-}
-
-/// Do the fused training ops apply to this tensor? CPU f32, the CPU training
-/// dtype (candle's fused RMSNorm has no f64 kernel).
-fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 /// RMSNorm over the last dimension, differentiable in `x` (the weight is frozen).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
-    if !applies(x) {
-        return candle_nn::ops::rms_norm_slow(x, weight, eps);
-    }
-    x.contiguous()?.apply_op1(RmsNorm {
-        weight: weight.detach(),
-        eps,
-    })
+    let y = candle_nn::ops::rms_norm(&x.detach().contiguous()?, weight, eps)?;
+    attach(
+        x,
+        &y,
+        RmsNormBwd {
+            weight: weight.detach(),
+            eps,
+        },
+    )
 }
 
 /// Rotate-half RoPE of `x` `[b, h, t, d]` with `cos`/`sin` `[t, d/2]`, differentiable in `x`.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    if !applies(x) {
-        return candle_nn::rotary_emb::rope_slow(x, cos, sin);
-    }
-    x.contiguous()?.apply_op1(Rope {
-        cos: cos.contiguous()?.detach(),
-        sin: sin.contiguous()?.detach(),
-    })
+    let (cos, sin) = (cos.contiguous()?.detach(), sin.contiguous()?.detach());
+    let y = candle_nn::rotary_emb::rope(&x.detach().contiguous()?, &cos, &sin)?;
+    attach(x, &y, RopeBwd { cos, sin })
 }
 
 /// Softmax over the last dimension, differentiable.
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    if !applies(x) {
-        return candle_nn::ops::softmax(x, D::Minus1);
-    }
-    x.contiguous()?.apply_op1(Softmax)
+    let y = candle_nn::ops::softmax_last_dim(&x.detach().contiguous()?)?;
+    attach(x, &y, SoftmaxBwd)
 }

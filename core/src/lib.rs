@@ -9,6 +9,9 @@
 pub mod adapter;
 pub mod chat;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod dropout;
 pub mod error;
 pub mod export;
 pub mod fused;

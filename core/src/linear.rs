@@ -51,7 +51,8 @@ impl BaseWeight {
         let w = match self {
             BaseWeight::Dense(w) => w.to_device(device)?,
             BaseWeight::Quantized(q, _) => q.dequantize(device)?,
-            BaseWeight::Nf4(n) => n.dequantize(device)?,
+            // Dequantized where the codes live, straight into `dtype`.
+            BaseWeight::Nf4(n) => n.dequantize(dtype)?.to_device(device)?,
         };
         Ok(w.to_dtype(dtype)?.contiguous()?)
     }
@@ -203,11 +204,24 @@ impl Linear {
     }
 
     /// Replace the base by its NF4 double-quantized form (QLoRA), quantizing
-    /// from the dense (or dequantized) weight. The dense copy is dropped.
-    pub fn to_nf4(&mut self) -> Result<()> {
+    /// from the dense (or dequantized) weight on the CPU; the codes go to
+    /// `device`. The dense copy is dropped.
+    pub fn to_nf4(&mut self, device: &Device) -> Result<()> {
         if !matches!(self.base, BaseWeight::Nf4(_)) {
             let w = self.base.dense_on(&Device::Cpu, DType::F32)?;
-            self.base = BaseWeight::Nf4(Arc::new(Nf4Tensor::quantize(&w)?));
+            self.base = BaseWeight::Nf4(Arc::new(Nf4Tensor::quantize(&w)?.to_device(device)?));
+        }
+        Ok(())
+    }
+
+    /// Dense weights and bias in `dtype` (the model's compute dtype);
+    /// quantized bases are left as they are and dequantize into it per call.
+    pub fn set_dtype(&mut self, dtype: DType) -> Result<()> {
+        if let BaseWeight::Dense(w) = &self.base {
+            self.base = BaseWeight::Dense(w.to_dtype(dtype)?);
+        }
+        if let Some(b) = &self.bias {
+            self.bias = Some(b.to_dtype(dtype)?);
         }
         Ok(())
     }
@@ -237,7 +251,8 @@ impl Linear {
                     };
                     x.broadcast_matmul(&w.t()?)?
                 }
-                BaseWeight::Quantized(_, mm) => mm.forward(x)?,
+                // candle's quantized kernels take f32 activations.
+                BaseWeight::Quantized(_, mm) => mm.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?,
                 BaseWeight::Nf4(n) => n.matmul_t(x)?,
             }
         };

@@ -144,17 +144,11 @@ impl LoraDropout {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// `x ⊙ mask / (1 - p)` with a fresh Bernoulli(1 - p) mask (torch's nn.Dropout).
+    /// `x ⊙ mask / (1 - p)` with a fresh mask (torch's nn.Dropout), drawn on
+    /// the device `x` lives on ([`crate::dropout`]).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let k = self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(mix(mix(self.seed, self.salt), k));
-        let keep = 1.0 - self.p;
-        let scale = (1.0 / keep) as f32;
-        let mask: Vec<f32> = (0..x.elem_count())
-            .map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 })
-            .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        Ok((x * mask)?)
+        Ok(crate::dropout::dropout(x, self.p, mix(mix(self.seed, self.salt), k))?)
     }
 }
 

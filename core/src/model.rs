@@ -8,12 +8,14 @@
 //! candle's fused `rope`, `rms_norm` and `softmax_last_dim` have no backward pass;
 //! when an input tracks gradients (LoRA training) [`crate::fused`] gives them one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use candle_core::quantized::QTensor;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 
 use crate::config::ModelConfig;
+use crate::fused::Backward;
 use crate::linear::Linear;
 use crate::Result;
 
@@ -85,6 +87,13 @@ impl Rotary {
         Ok(Rotary {
             cos: freqs.cos()?,
             sin: freqs.sin()?,
+        })
+    }
+
+    fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        Ok(Rotary {
+            cos: self.cos.to_dtype(dtype)?,
+            sin: self.sin.to_dtype(dtype)?,
         })
     }
 
@@ -212,6 +221,85 @@ pub struct Layer {
     pub mlp: Mlp,
 }
 
+impl Layer {
+    fn linears(&self) -> [&Linear; 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ]
+    }
+
+    /// The trainable adapter tensors (LoRA A and B variables) of this layer.
+    fn trainable(&self) -> Vec<Tensor> {
+        self.linears()
+            .into_iter()
+            .filter_map(|l| l.lora())
+            .flat_map(|l| [l.a.clone(), l.b.clone()])
+            .filter(Tensor::is_variable)
+            .collect()
+    }
+
+    /// Norm → attention → residual → norm → MLP → residual.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        mask: Option<&Tensor>,
+        offset: usize,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let h = self.input_layernorm.forward(x)?;
+        let x = (x + self.self_attn.forward(&h, rotary, mask, offset, cache)?)?;
+        let h = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        Ok((x + h)?)
+    }
+}
+
+/// Gradient checkpointing of one layer: the forward keeps only the layer's
+/// input; the backward runs the layer again (same dropout masks: `layer` is
+/// the copy taken before the forward, its mask counters included) and
+/// backpropagates through it. The adapter gradients it finds go to `grads`,
+/// which the trainer adds to the step's gradients ([`Model::take_checkpoint_grads`]).
+struct Recompute {
+    layer: Layer,
+    rotary: Rotary,
+    mask: Option<Tensor>,
+    grads: CheckpointGrads,
+}
+
+type CheckpointGrads = Arc<Mutex<Vec<(Tensor, Tensor)>>>;
+
+impl Backward for Recompute {
+    fn name(&self) -> &'static str {
+        "sqlora-checkpoint"
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+        let x = Var::from_tensor(&x.detach())?;
+        let y = self
+            .layer
+            .forward(x.as_tensor(), &self.rotary, self.mask.as_ref(), 0, None)
+            .map_err(candle_core::Error::wrap)?;
+        let grads = (y * g.detach())?.sum_all()?.backward()?;
+        let mut out = self.grads.lock().expect("checkpoint gradients");
+        for t in self.layer.trainable() {
+            if let Some(gt) = grads.get(&t) {
+                out.push((t, gt.clone()));
+            }
+        }
+        grads
+            .get(x.as_tensor())
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg("checkpoint: no gradient reached the layer input".into()))
+    }
+}
+
 /// Everything a decoder needs, by HF name, as the weight loaders produce it.
 pub struct LayerWeights {
     pub input_layernorm: Tensor,
@@ -237,6 +325,13 @@ pub struct Model {
     lm_head: Linear,
     rotary: Rotary,
     device: Device,
+    /// Compute dtype of activations (f32, bf16, f16); adapters stay f32.
+    dtype: DType,
+    /// Attention masks by (query length, offset), built once per shape.
+    masks: Arc<Mutex<HashMap<(usize, usize), Option<Tensor>>>>,
+    /// Recompute each layer in the backward pass instead of keeping its activations.
+    checkpointing: bool,
+    checkpoint_grads: CheckpointGrads,
 }
 
 impl Model {
@@ -282,7 +377,50 @@ impl Model {
             lm_head,
             device: device.clone(),
             config,
+            dtype: DType::F32,
+            masks: Default::default(),
+            checkpointing: false,
+            checkpoint_grads: Default::default(),
         })
+    }
+
+    /// The compute dtype: dense weights, norms, rotary tables and activations
+    /// become `dtype`; NF4 and GGUF weights dequantize into it per call;
+    /// LoRA weights stay f32 (cast per call, as peft's are).
+    pub fn set_dtype(&mut self, dtype: DType) -> Result<()> {
+        if let Embedding::Dense(w) = &self.embed_tokens {
+            self.embed_tokens = Embedding::Dense(w.to_dtype(dtype)?);
+        }
+        for l in &mut self.layers {
+            for n in [&mut l.input_layernorm, &mut l.post_attention_layernorm] {
+                n.weight = n.weight.to_dtype(dtype)?;
+            }
+        }
+        self.norm.weight = self.norm.weight.to_dtype(dtype)?;
+        for (_, l) in self.linears_mut() {
+            l.set_dtype(dtype)?;
+        }
+        self.lm_head.set_dtype(dtype)?;
+        self.rotary = self.rotary.to_dtype(dtype)?;
+        self.masks.lock().expect("mask cache").clear();
+        self.dtype = dtype;
+        Ok(())
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Gradient checkpointing (transformers' `gradient_checkpointing`): layers
+    /// with trainable adapters keep only their input for the backward pass.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
+    }
+
+    /// Adapter gradients found by recomputed layers since the last call, as
+    /// (variable, gradient) pairs; add them to the backward pass's gradients.
+    pub fn take_checkpoint_grads(&self) -> Vec<(Tensor, Tensor)> {
+        std::mem::take(&mut *self.checkpoint_grads.lock().expect("checkpoint gradients"))
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -352,59 +490,93 @@ impl Model {
     }
 
     /// Additive mask `[t, offset + t]`: causal, plus the sliding window
-    /// (query i sees key j iff j <= i and i - j < window). `None` when nothing is masked.
+    /// (query i sees key j iff j <= i and i - j < window). `None` when nothing
+    /// is masked. Built once per shape and kept on the device.
     fn mask(&self, t: usize, offset: usize) -> Result<Option<Tensor>> {
+        let mut cache = self.masks.lock().expect("mask cache");
+        if let Some(m) = cache.get(&(t, offset)) {
+            return Ok(m.clone());
+        }
         let total = offset + t;
         let window = self.config.sliding_window.unwrap_or(usize::MAX);
-        if t == 1 && total <= window {
-            return Ok(None);
-        }
-        let m: Vec<f32> = (0..t)
-            .flat_map(|i| {
-                let qi = offset + i;
-                (0..total).map(move |j| {
-                    if j <= qi && qi - j < window {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
+        let m = if t == 1 && total <= window {
+            None
+        } else {
+            let m: Vec<f32> = (0..t)
+                .flat_map(|i| {
+                    let qi = offset + i;
+                    (0..total).map(move |j| {
+                        if j <= qi && qi - j < window {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
                 })
-            })
-            .collect();
-        Ok(Some(Tensor::from_vec(m, (t, total), &self.device)?))
+                .collect();
+            Some(Tensor::from_vec(m, (t, total), &self.device)?.to_dtype(self.dtype)?)
+        };
+        // Decoding asks for a new offset every token: keep only training-sized shapes.
+        if offset == 0 {
+            cache.insert((t, offset), m.clone());
+        }
+        Ok(m)
     }
 
-    /// Hidden states after the final norm, `[b, t, hidden]`.
+    /// Hidden states after the final norm, `[b, t, hidden]`, in the compute dtype.
     pub fn forward_hidden(&self, ids: &Tensor, offset: usize, mut cache: Option<&mut Cache>) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let mask = self.mask(t, offset)?;
-        let mut x = self.embed_tokens.forward(ids)?;
+        let mut x = self.embed_tokens.forward(ids)?.to_dtype(self.dtype)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let entry = cache.as_deref_mut().map(|c| &mut c.kv[i]);
-            let h = layer.input_layernorm.forward(&x)?;
-            let h = layer
-                .self_attn
-                .forward(&h, &self.rotary, mask.as_ref(), offset, entry)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_attention_layernorm.forward(&x)?)?;
-            x = (x + h)?;
+            x = if self.checkpointing && cache.is_none() && !layer.trainable().is_empty() {
+                self.checkpointed(layer, &x, mask.as_ref())?
+            } else {
+                let entry = cache.as_deref_mut().map(|c| &mut c.kv[i]);
+                layer.forward(&x, &self.rotary, mask.as_ref(), offset, entry)?
+            };
         }
         self.norm.forward(&x)
     }
 
-    /// Logits `[b, t, vocab]` for tokens `ids` `[b, t]` at positions `offset..`.
+    /// One layer under gradient checkpointing (see [`Recompute`]).
+    fn checkpointed(&self, layer: &Layer, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let saved = layer.clone();
+        // The op must be on the graph even where nothing upstream is trained
+        // (the first layer): a leaf variable makes it so.
+        let x = if x.track_op() {
+            x.clone()
+        } else {
+            Var::from_tensor(x)?.as_tensor().clone()
+        };
+        // The same path as the recompute (a tracked input), so both see the same numbers.
+        let input = Var::from_tensor(&x.detach())?;
+        let y = layer.forward(input.as_tensor(), &self.rotary, mask, 0, None)?;
+        Ok(crate::fused::attach(
+            &x,
+            &y,
+            Recompute {
+                layer: saved,
+                rotary: self.rotary.clone(),
+                mask: mask.cloned(),
+                grads: self.checkpoint_grads.clone(),
+            },
+        )?)
+    }
+
+    /// Logits `[b, t, vocab]` (f32) for tokens `ids` `[b, t]` at positions `offset..`.
     /// With a cache, keys/values are appended to it (incremental decoding).
     pub fn forward(&self, ids: &Tensor, offset: usize, cache: Option<&mut Cache>) -> Result<Tensor> {
         let h = self.forward_hidden(ids, offset, cache)?;
-        self.lm_head.forward(&h)
+        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
     }
 
-    /// Logits of the last position only, `[b, vocab]` (generation: skips the
+    /// Logits of the last position only, `[b, vocab]` in f32 (generation: skips the
     /// LM head on every other position).
     pub fn forward_last(&self, ids: &Tensor, offset: usize, cache: Option<&mut Cache>) -> Result<Tensor> {
         let h = self.forward_hidden(ids, offset, cache)?;
         let t = h.dim(1)?;
         let last = h.narrow(1, t - 1, 1)?;
-        Ok(self.lm_head.forward(&last)?.squeeze(1)?)
+        Ok(self.lm_head.forward(&last)?.squeeze(1)?.to_dtype(DType::F32)?)
     }
 }

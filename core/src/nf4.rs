@@ -112,21 +112,29 @@ fn dq_lut() -> &'static [u8] {
 }
 
 /// An NF4 double-quantized weight `[out, in]`, as bitsandbytes stores it.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The parts are tensors on the device the weight lives on (uploaded once,
+/// [`Self::to_device`]): the GPU holds 4.127 bits per parameter too, and
+/// dequantizes there ([`Self::dequantize`]: a host loop on the CPU, one CUDA
+/// kernel launch on a GPU, both computing the same f32 values).
+#[derive(Debug, Clone)]
 pub struct Nf4Tensor {
     shape: [usize; 2],
-    /// Two codes per byte, element 2j in the high nibble.
-    packed: Vec<u8>,
-    /// 8-bit dynamic-map code of `absmax - offset`, one per 64-block.
-    absmax_q: Vec<u8>,
+    /// u8, two codes per byte, element 2j in the high nibble.
+    packed: Tensor,
+    /// u8, 8-bit dynamic-map code of `absmax - offset`, one per 64-block.
+    absmax_q: Tensor,
     /// f32 absmax of `absmax - offset` per 256-block of absmax values.
-    absmax2: Vec<f32>,
+    absmax2: Tensor,
     /// Mean of the f32 absmax values.
     offset: f32,
+    /// f32 [`dynamic_map`] on the same device, for the kernel's look-ups.
+    code2: Tensor,
 }
 
 impl Nf4Tensor {
-    /// Quantize a 2-D tensor (any float dtype, any device) as bitsandbytes does.
+    /// Quantize a 2-D tensor (any float dtype, any device) as bitsandbytes does;
+    /// the result lives on the CPU (see [`Self::to_device`]).
     pub fn quantize(w: &Tensor) -> Result<Self> {
         let (rows, cols) = w.dims2()?;
         let data = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
@@ -145,41 +153,34 @@ impl Nf4Tensor {
         if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
             return Err(Error::msg(format!("NF4: weight contains a non-finite value ({bad})")));
         }
-        let mids = nf4_midpoints();
         let nblocks = n.div_ceil(BLOCK);
-        let mut absmax = Vec::with_capacity(nblocks);
+        let mut absmax = vec![0f32; nblocks];
         let mut packed = vec![0u8; n / 2];
-        let mut codes = [0u8; BLOCK];
-        for (b, block) in data.chunks(BLOCK).enumerate() {
-            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            absmax.push(amax);
-            // bnb multiplies by the f32 reciprocal rather than dividing.
-            let inv = 1.0f32 / amax;
-            for (c, &x) in codes.iter_mut().zip(block) {
-                *c = if amax == 0.0 {
-                    7 // an all-zero block: code of 0.0 (bnb would produce NaN here)
-                } else {
-                    let s = (x * inv).clamp(-1.0, 1.0);
-                    mids.iter().filter(|&&m| m < s).count() as u8
-                };
-            }
-            let base = b * BLOCK / 2;
-            for (j, pair) in codes[..block.len()].chunks(2).enumerate() {
-                packed[base + j] = (pair[0] << 4) | pair.get(1).copied().unwrap_or(0);
-            }
+        // Blocks are independent: quantize them in parallel chunks (a 7B
+        // model's 7 billion values take seconds, not minutes).
+        const CHUNK: usize = 1024;
+        let work = |(c, (amax, out)): (usize, (&mut [f32], &mut [u8]))| {
+            let first = c * CHUNK * BLOCK;
+            let values = &data[first..(first + CHUNK * BLOCK).min(n)];
+            quantize_blocks(values, amax, out);
+        };
+        let chunks = absmax
+            .chunks_mut(CHUNK)
+            .zip(packed.chunks_mut(CHUNK * BLOCK / 2))
+            .enumerate();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            chunks.collect::<Vec<_>>().into_par_iter().for_each(work);
         }
+        #[cfg(target_arch = "wasm32")]
+        chunks.for_each(work);
         let (absmax_q, absmax2, offset) = double_quantize(&absmax);
-        Ok(Nf4Tensor {
-            shape,
-            packed,
-            absmax_q,
-            absmax2,
-            offset,
-        })
+        Self::from_parts(shape, packed, absmax_q, absmax2, offset)
     }
 
     /// Rebuild from bitsandbytes' serialized parts (checkpoint `weight`,
-    /// `weight.absmax`, `weight.nested_absmax`, `nested_offset`).
+    /// `weight.absmax`, `weight.nested_absmax`, `nested_offset`), on the CPU.
     pub fn from_parts(
         shape: [usize; 2],
         packed: Vec<u8>,
@@ -197,26 +198,47 @@ impl Nf4Tensor {
                 absmax2.len()
             )));
         }
+        let cpu = Device::Cpu;
         Ok(Nf4Tensor {
             shape,
-            packed,
-            absmax_q,
-            absmax2,
+            packed: Tensor::from_vec(packed, n.div_ceil(2), &cpu)?,
+            absmax_q: Tensor::from_vec(absmax_q, nblocks, &cpu)?,
+            absmax2: Tensor::from_vec(absmax2, nblocks.div_ceil(BLOCK2), &cpu)?,
             offset,
+            code2: Tensor::from_slice(dynamic_map().as_slice(), 256, &cpu)?,
         })
     }
 
+    /// The same weight with its parts on `device` (a copy of 4.127 bits per
+    /// parameter; nothing is dequantized).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(Nf4Tensor {
+            shape: self.shape,
+            packed: self.packed.to_device(device)?,
+            absmax_q: self.absmax_q.to_device(device)?,
+            absmax2: self.absmax2.to_device(device)?,
+            offset: self.offset,
+            code2: self.code2.to_device(device)?,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.packed.device()
+    }
     pub fn shape(&self) -> &[usize; 2] {
         &self.shape
     }
-    pub fn packed(&self) -> &[u8] {
-        &self.packed
+    /// The packed codes (copied to the host).
+    pub fn packed(&self) -> Vec<u8> {
+        self.packed.to_vec1().unwrap_or_default()
     }
-    pub fn absmax_q(&self) -> &[u8] {
-        &self.absmax_q
+    /// The 8-bit absmax codes (copied to the host).
+    pub fn absmax_q(&self) -> Vec<u8> {
+        self.absmax_q.to_vec1().unwrap_or_default()
     }
-    pub fn absmax2(&self) -> &[f32] {
-        &self.absmax2
+    /// The nested f32 absmax values (copied to the host).
+    pub fn absmax2(&self) -> Vec<f32> {
+        self.absmax2.to_vec1().unwrap_or_default()
     }
     pub fn offset(&self) -> f32 {
         self.offset
@@ -224,17 +246,18 @@ impl Nf4Tensor {
 
     /// Bytes held: packed codes, 8-bit absmax, f32 nested absmax, f32 offset.
     pub fn bytes(&self) -> usize {
-        self.packed.len() + self.absmax_q.len() + 4 * self.absmax2.len() + 4
+        nf4_bytes(self.shape)
     }
 
     /// The per-64-block scales after double dequantization:
     /// `code2[absmax_q] * absmax2[block / 256] + offset` (f32 mul, then f32 add).
     pub fn absmax(&self) -> Vec<f32> {
         let code2 = dynamic_map();
-        self.absmax_q
+        let absmax2 = self.absmax2();
+        self.absmax_q()
             .iter()
             .enumerate()
-            .map(|(i, &q)| code2[q as usize] * self.absmax2[i / BLOCK2] + self.offset)
+            .map(|(i, &q)| code2[q as usize] * absmax2[i / BLOCK2] + self.offset)
             .collect()
     }
 
@@ -243,7 +266,7 @@ impl Nf4Tensor {
         let n = self.shape[0] * self.shape[1];
         let absmax = self.absmax();
         let mut out = Vec::with_capacity(n);
-        for (b, bytes) in self.packed.chunks(BLOCK / 2).enumerate() {
+        for (b, bytes) in self.packed().chunks(BLOCK / 2).enumerate() {
             let s = absmax[b];
             for &byte in bytes {
                 out.push(NF4_CODE[(byte >> 4) as usize] * s);
@@ -254,60 +277,76 @@ impl Nf4Tensor {
         out
     }
 
-    /// The dense f32 weight `[out, in]` on `device`. On the CPU a direct loop;
-    /// elsewhere the packed bytes (0.5 byte per value) are uploaded and expanded
-    /// there with tensor ops ([`Self::dequantize_with_ops`]), so a GPU never
-    /// receives f32 weights over the bus.
-    pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
-        if device.is_cpu() {
-            Ok(Tensor::from_vec(
-                self.dequantize_vec(),
-                (self.shape[0], self.shape[1]),
-                device,
-            )?)
-        } else {
-            self.dequantize_with_ops(device)
+    /// The dense weight `[out, in]` in `dtype`, on the device the parts live
+    /// on: on the CPU the loop of [`Self::dequantize_vec`], on a GPU one kernel
+    /// launch that writes `dtype` directly (the same f32 values, then rounded).
+    pub fn dequantize(&self, dtype: DType) -> Result<Tensor> {
+        let shape = (self.shape[0], self.shape[1]);
+        match self.device() {
+            Device::Cpu => Ok(Tensor::from_vec(self.dequantize_vec(), shape, &Device::Cpu)?.to_dtype(dtype)?),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(dev) => {
+                use candle_core::{op::BackpropOp, Storage};
+                let (p, pl) = self.packed.storage_and_layout();
+                let (q, ql) = self.absmax_q.storage_and_layout();
+                let (a2, a2l) = self.absmax2.storage_and_layout();
+                let (c2, c2l) = self.code2.storage_and_layout();
+                let (Storage::Cuda(p), Storage::Cuda(q), Storage::Cuda(a2), Storage::Cuda(c2)) = (&*p, &*q, &*a2, &*c2)
+                else {
+                    return Err(Error::msg("NF4: parts are not all on the CUDA device"));
+                };
+                let parts = crate::cuda::Nf4Parts {
+                    packed: (p, pl),
+                    absmax_q: (q, ql),
+                    absmax2: (a2, a2l),
+                    code2: (c2, c2l),
+                    offset: self.offset,
+                    n: self.shape[0] * self.shape[1],
+                };
+                let out = crate::cuda::nf4_dequantize(dev, &parts, dtype)?;
+                Ok(Tensor::from_storage(
+                    Storage::Cuda(out),
+                    shape,
+                    BackpropOp::none(),
+                    false,
+                ))
+            }
+            other => Err(Error::msg(format!(
+                "NF4: no dequantization kernel for device {:?} (CPU and CUDA have one)",
+                other.location()
+            ))),
         }
-    }
-
-    /// Device-generic dequantization with candle tensor ops (index_select, mul,
-    /// add): the same f32 operations in the same order as [`Self::dequantize_vec`],
-    /// hence bit-identical; runs on whatever device `device` is.
-    pub fn dequantize_with_ops(&self, device: &Device) -> Result<Tensor> {
-        let n = self.shape[0] * self.shape[1];
-        let nblocks = self.absmax_q.len();
-        // Byte → value of its high / low nibble.
-        let hi: Vec<f32> = (0..256).map(|b| NF4_CODE[b >> 4]).collect();
-        let lo: Vec<f32> = (0..256).map(|b| NF4_CODE[b & 15]).collect();
-        let hi = Tensor::from_vec(hi, 256, device)?;
-        let lo = Tensor::from_vec(lo, 256, device)?;
-        // u8 indices are widened first: candle's index_select misreads some u8 ids.
-        let packed = Tensor::from_slice(&self.packed, self.packed.len(), device)?.to_dtype(DType::U32)?;
-        let vals = Tensor::stack(&[hi.index_select(&packed, 0)?, lo.index_select(&packed, 0)?], 1)?.flatten_all()?;
-
-        let code2 = Tensor::from_slice(dynamic_map().as_slice(), 256, device)?;
-        let absmax_q = Tensor::from_slice(&self.absmax_q, nblocks, device)?.to_dtype(DType::U32)?;
-        let absmax2 = Tensor::from_slice(&self.absmax2, self.absmax2.len(), device)?;
-        let which2: Vec<u32> = (0..nblocks).map(|b| (b / BLOCK2) as u32).collect();
-        let absmax2 = absmax2.index_select(&Tensor::from_vec(which2, nblocks, device)?, 0)?;
-        let offset = Tensor::new(&[self.offset], device)?;
-        let absmax = (code2.index_select(&absmax_q, 0)? * absmax2)?.broadcast_add(&offset)?;
-        // A partial last block is padded to 64 values, then cut off again.
-        let padded = vals.pad_with_zeros(0, 0, nblocks * BLOCK - vals.dim(0)?)?;
-        let out = padded
-            .reshape((nblocks, BLOCK))?
-            .broadcast_mul(&absmax.reshape((nblocks, 1))?)?;
-        Ok(out
-            .flatten_all()?
-            .narrow(0, 0, n)?
-            .reshape((self.shape[0], self.shape[1]))?)
     }
 
     /// `x · deq(W)ᵀ` for `x` `[.., in]` (no gradient; see [`crate::linear`] for
     /// the trainable form).
     pub fn matmul_t(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.dequantize(x.device())?.to_dtype(x.dtype())?;
+        let w = self.dequantize(x.dtype())?.to_device(x.device())?;
         Ok(x.broadcast_matmul(&w.t()?)?)
+    }
+}
+
+/// NF4 codes and absmax of whole 64-blocks of `values` (the last may be short).
+fn quantize_blocks(values: &[f32], absmax: &mut [f32], packed: &mut [u8]) {
+    let mids = nf4_midpoints();
+    let mut codes = [0u8; BLOCK];
+    for (b, block) in values.chunks(BLOCK).enumerate() {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        absmax[b] = amax;
+        // bnb multiplies by the f32 reciprocal rather than dividing.
+        let inv = 1.0f32 / amax;
+        for (c, &x) in codes.iter_mut().zip(block) {
+            *c = if amax == 0.0 {
+                7 // an all-zero block: code of 0.0 (bnb would produce NaN here)
+            } else {
+                let s = (x * inv).clamp(-1.0, 1.0);
+                mids.iter().filter(|&&m| m < s).count() as u8
+            };
+        }
+        let base = b * BLOCK / 2;
+        for (j, pair) in codes[..block.len()].chunks(2).enumerate() {
+            packed[base + j] = (pair[0] << 4) | pair.get(1).copied().unwrap_or(0);
+        }
     }
 }
 
@@ -486,14 +525,14 @@ mod tests {
         let max_err = data.iter().zip(&d).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(max_err < 0.3, "{max_err}");
         assert_eq!(q.bytes(), nf4_bytes([3, 576]));
-        let ops = q
-            .dequantize_with_ops(&Device::Cpu)
+        let t = q
+            .dequantize(DType::F32)
             .unwrap()
             .flatten_all()
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        assert_eq!(ops, d);
+        assert_eq!(t, d);
     }
 
     #[test]

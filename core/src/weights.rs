@@ -108,12 +108,18 @@ pub fn load(source: &ModelSource, format: BaseFormat, device: &Device) -> Result
     }
 }
 
-/// Turn a dense weight into the requested base format.
-pub(crate) fn dense_linear(w: candle_core::Tensor, format: BaseFormat) -> Result<crate::linear::Linear> {
+/// Turn a dense weight (on any device) into the requested base format on `device`.
+/// NF4 is quantized on the CPU (bitsandbytes-exact) and only its codes move.
+pub(crate) fn dense_linear(
+    w: candle_core::Tensor,
+    format: BaseFormat,
+    device: &Device,
+) -> Result<crate::linear::Linear> {
+    use crate::linear::Linear;
     use candle_core::DType;
     Ok(match format {
-        BaseFormat::Nf4 => crate::linear::Linear::nf4(crate::nf4::Nf4Tensor::quantize(&w.to_dtype(DType::F32)?)?),
-        BaseFormat::F32 => crate::linear::Linear::dense(w.to_dtype(DType::F32)?, None),
-        BaseFormat::AsStored => crate::linear::Linear::dense(w, None),
+        BaseFormat::Nf4 => Linear::nf4(crate::nf4::Nf4Tensor::quantize(&w)?.to_device(device)?),
+        BaseFormat::F32 => Linear::dense(w.to_dtype(DType::F32)?.to_device(device)?, None),
+        BaseFormat::AsStored => Linear::dense(w.to_device(device)?, None),
     })
 }

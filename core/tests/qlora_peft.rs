@@ -157,7 +157,7 @@ fn peft_step(reference_file: &str, nf4: bool) {
     let mut model = f32_model();
     if nf4 {
         for (_, l) in model.linears_mut() {
-            l.to_nf4().unwrap();
+            l.to_nf4(&Device::Cpu).unwrap();
         }
         // bitsandbytes' quant state of layer 0 q_proj, recorded by the peer.
         let q = model.linears().next().unwrap().1.base().clone();

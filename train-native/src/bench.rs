@@ -29,16 +29,25 @@ enum What {
 
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// Base model (default: the cached SmolLM2-135M-Instruct Q4_1).
+    /// Base model: GGUF file, HF directory or hub id (default: the cached SmolLM2-135M-Instruct Q4_1).
     #[arg(long)]
     base: Option<String>,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute dtype: auto (bf16 on CUDA, f32 on the CPU), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+    /// Recompute layers in the backward pass (less memory, more compute).
+    #[arg(long)]
+    gradient_checkpointing: bool,
     /// Threads for candle's CPU kernels (sets RAYON_NUM_THREADS).
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Frozen base: nf4, gguf or none (see `sqlora train`).
     #[arg(long, default_value = "nf4")]
     quantization: String,
-    /// Keep the dequantized f32 base (the `dense_base_cache` training option).
+    /// Keep the dequantized base (the `dense_base_cache` training option).
     #[arg(long)]
     dense_base_cache: bool,
     /// `random`: the Python peer's workload (seeded random ids, every next token
@@ -47,6 +56,9 @@ struct TrainArgs {
     data: String,
     #[arg(long, default_value_t = 4)]
     batch: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
     #[arg(long, default_value_t = 256)]
     seq_len: usize,
     #[arg(long, default_value_t = 64)]
@@ -163,47 +175,67 @@ fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The CUDA pool's high-water mark in bytes (`None` on the CPU).
+fn peak_memory(device: &Device) -> anyhow::Result<Option<u64>> {
+    #[cfg(feature = "cuda")]
+    return Ok(sqlora_core::cuda::peak_memory(device)?);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        Ok(None)
+    }
+}
+
+fn reset_peak_memory(device: &Device) -> anyhow::Result<()> {
+    #[cfg(feature = "cuda")]
+    sqlora_core::cuda::reset_peak_memory(device)?;
+    let _ = device;
+    Ok(())
+}
+
 /// Training throughput as the peer measures it: warm-up steps, then timed
-/// optimizer steps (forward, backward, clipping, AdamW); tokens are real
-/// (non-pad) tokens, so the random workload counts batch × seq_len per step.
+/// optimizer steps (forward, backward, clipping, AdamW) queued back to back
+/// and waited for once at the end; tokens are real (non-pad) tokens, so the
+/// random workload counts batch × seq_len per micro-batch. Peak device memory
+/// is the CUDA pool's high-water mark over the timed steps (torch's
+/// `max_memory_allocated`).
 fn train(a: TrainArgs) -> anyhow::Result<()> {
-    use crate::train::{self as tr, batch::Encoded, config::TrainConfig, lora_setup::LoraSpec, trainer::LogMode};
+    use crate::train::{self as tr, batch::Encoded, config::TrainConfig, trainer::LogMode, trainer::Pending};
     use rand::{Rng, SeedableRng};
 
     std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
     let base = crate::fetch::base_or_default(a.base.as_deref())?;
+    let steps = a.steps + a.warmup;
     let sets: Vec<String> = vec![
         format!("base={base}"),
+        format!("device={}", a.device),
+        format!("dtype={}", a.dtype),
+        format!("gradient_checkpointing={}", a.gradient_checkpointing),
         format!("quantization={}", a.quantization),
         format!("dense_base_cache={}", a.dense_base_cache),
         format!("batch_size={}", a.batch),
-        "grad_accum=1".into(),
+        format!("grad_accum={}", a.grad_accum),
         format!("max_length={}", a.seq_len),
         format!("lora_r={}", a.lora_r),
         format!("lora_alpha={}", 2 * a.lora_r),
-        format!("max_steps={}", a.steps + a.warmup),
-        format!("limit_train={}", a.batch * (a.steps + a.warmup)),
+        format!("max_steps={steps}"),
+        format!("limit_train={}", a.batch * a.grad_accum * steps),
         "limit_eval=1".into(),
         "output_dir=runs/bench-train".into(),
     ];
     let cfg = TrainConfig::resolve(None, &sets)?;
-    let dev = Device::Cpu;
     let t0 = Instant::now();
-    let ckpt = weights::load(&ModelSource::parse(&base)?, tr::base_format(&cfg.quantization), &dev)?;
-    let base_name = ckpt.name.clone();
-    let (mut model, tok, template) = ckpt.into_model(&dev)?;
-    if cfg.dense_base_cache {
-        tr::cache_dense_base(&mut model)?;
-    }
+    let tr::Prepared {
+        model,
+        tokenizer: tok,
+        template,
+        base_name,
+        params,
+    } = tr::prepare(&cfg)?;
+    let device = model.device().clone();
+    let dtype = model.dtype();
     let load_s = t0.elapsed().as_secs_f64();
-    let spec = LoraSpec {
-        r: cfg.lora_r,
-        alpha: cfg.lora_alpha,
-        dropout: cfg.lora_dropout,
-        targets: cfg.target_modules.clone(),
-    };
-    let params = tr::lora_setup::attach(&mut model, &spec, cfg.seed)?;
-    let n = a.batch * (a.steps + a.warmup);
+    let n = a.batch * a.grad_accum * steps;
     let data: Vec<Encoded> = match a.data.as_str() {
         "random" => {
             let mut rng = rand::rngs::StdRng::seed_from_u64(0);
@@ -216,12 +248,12 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
                 .collect()
         }
         "spider" => {
-            let template = sqlora_core::chat::ChatTemplate::from_source_or_fallback(template.as_deref(), &tok)?;
             let settings = tr::prompt_settings(&cfg)?;
             tr::load_and_encode(&cfg, &tok, &template, &settings, &|_| {})?.0
         }
         other => anyhow::bail!("--data `{other}`: expected random or spider"),
     };
+    let spec = tr::lora_spec(&cfg);
     let mut trainer = tr::build_trainer(&cfg, model, params, data, vec![], &tok, spec, base_name, LogMode::Quiet)?;
     let order = tr::batch::epoch_order(
         &trainer.train.iter().map(Encoded::len).collect::<Vec<_>>(),
@@ -230,38 +262,55 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         0,
         a.data == "spider",
     );
+    let groups: Vec<&[Vec<usize>]> = order.chunks(a.grad_accum).take(steps).collect();
     trainer.set_train(true);
-    let (mut tokens, mut secs, mut step_s) = (0usize, 0.0f64, vec![]);
-    for (step, batch) in order.iter().take(a.steps + a.warmup).enumerate() {
-        let t = Instant::now();
-        let (_, _, tok_n, _) = trainer.step(step as u64, std::slice::from_ref(batch), cfg.learning_rate)?;
-        let dt = t.elapsed().as_secs_f64();
-        step_s.push(dt);
-        if step >= a.warmup {
-            tokens += tok_n;
-            secs += dt;
-        }
+    let mut pending = Pending::default();
+    for (step, group) in groups.iter().take(a.warmup).enumerate() {
+        pending.push(&trainer.step(step as u64, group, cfg.learning_rate)?)?;
     }
+    pending.read(a.warmup as u64)?;
+    reset_peak_memory(&device)?;
+    let (mut tokens, t) = (0usize, Instant::now());
+    for (step, group) in groups.iter().enumerate().skip(a.warmup) {
+        let out = trainer.step(step as u64, group, cfg.learning_rate)?;
+        tokens += out.tokens;
+        pending.push(&out)?;
+    }
+    let last = pending.read(steps as u64)?;
+    let secs = t.elapsed().as_secs_f64();
+    let peak_device = peak_memory(&device)?;
     let tps = tokens as f64 / secs.max(1e-9);
     let rss = peak_rss_kb();
+    let mean_loss = last.as_ref().map(|r| r.loss_sum / r.micro_batches.max(1) as f64);
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"model": base, "threads": a.threads, "quantization": a.quantization,
-                "dense_base_cache": a.dense_base_cache, "data": a.data, "batch": a.batch, "seq_len": a.seq_len,
-                "lora_r": a.lora_r, "timed_steps": a.steps, "tokens": tokens, "seconds": secs,
-                "tokens_per_s": tps, "step_seconds": step_s, "load_s": load_s, "peak_rss_kb": rss})
+            serde_json::json!({"model": base, "device": a.device, "dtype": format!("{dtype:?}").to_lowercase(),
+                "gradient_checkpointing": a.gradient_checkpointing, "threads": a.threads,
+                "quantization": a.quantization, "dense_base_cache": a.dense_base_cache, "data": a.data,
+                "batch": a.batch, "grad_accum": a.grad_accum, "seq_len": a.seq_len, "lora_r": a.lora_r,
+                "timed_steps": a.steps, "tokens": tokens, "seconds": secs, "tokens_per_s": tps,
+                "mean_loss": mean_loss, "load_s": load_s, "peak_rss_kb": rss,
+                "peak_device_bytes": peak_device,
+                "peak_device_gib": peak_device.map(|b| b as f64 / (1u64 << 30) as f64)})
         );
     } else {
         println!("model        {base}");
         println!(
-            "setup        {} base{}, {} data, batch {} x {}, r {}, threads {}",
+            "setup        {} base{}, {} data, batch {} x {} x accum {}, r {}, {} {dtype:?}{}, threads {}",
             a.quantization,
             if a.dense_base_cache { " (dense cache)" } else { "" },
             a.data,
             a.batch,
             a.seq_len,
+            a.grad_accum,
             a.lora_r,
+            a.device,
+            if a.gradient_checkpointing {
+                ", checkpointing"
+            } else {
+                ""
+            },
             a.threads
         );
         println!("load         {load_s:.2} s");
@@ -269,11 +318,15 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             "train        {tps:.1} tok/s ({tokens} tokens in {secs:.2} s, {} timed steps)",
             a.steps
         );
-        let steps: Vec<String> = step_s.iter().map(|s| format!("{s:.2}")).collect();
-        println!("step times   {} s", steps.join(" "));
+        if let Some(l) = mean_loss {
+            println!("loss         {l:.4} (mean over the timed steps)");
+        }
         match rss {
             Some(kb) => println!("peak RSS     {:.0} MB", kb as f64 / 1024.0),
             None => println!("peak RSS     unavailable (no /proc/self/status)"),
+        }
+        if let Some(b) = peak_device {
+            println!("peak device  {:.2} GiB", b as f64 / (1u64 << 30) as f64);
         }
     }
     Ok(())

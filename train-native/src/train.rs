@@ -104,23 +104,14 @@ pub fn run(args: Args) -> Result<()> {
         None
     };
 
-    let device = parse_device(&cfg.device)?;
-    let base = resolve_base(&cfg.base)?;
-    say(format!("loading {base} ({})", cfg.quantization));
-    let ckpt = weights::load(&ModelSource::parse(&base)?, base_format(&cfg.quantization), &device)?;
-    let base_name = ckpt.name.clone();
-    let (mut model, tok, template) = ckpt.into_model(&device)?;
-    if cfg.dense_base_cache {
-        cache_dense_base(&mut model)?;
-    }
-    let template = ChatTemplate::from_source_or_fallback(template.as_deref(), &tok)?;
-    let spec = LoraSpec {
-        r: cfg.lora_r,
-        alpha: cfg.lora_alpha,
-        dropout: cfg.lora_dropout,
-        targets: cfg.target_modules.clone(),
-    };
-    let params = lora_setup::attach(&mut model, &spec, cfg.seed)?;
+    say(format!("loading {} ({})", cfg.base, cfg.quantization));
+    let Prepared {
+        model,
+        tokenizer: tok,
+        template,
+        base_name,
+        params,
+    } = prepare(&cfg)?;
     check_gradient_flow(&model, &params)?;
 
     let settings = prompt_settings(&cfg)?;
@@ -147,7 +138,7 @@ pub fn run(args: Args) -> Result<()> {
     // Beside the adapter, so eval/generate/export rebuild the training prompt.
     std::fs::write(out.join(PROMPT_SETTINGS_FILE), settings.to_json())?;
 
-    let mut trainer = build_trainer(&cfg, model, params, train, eval, &tok, spec, base_name, log)?;
+    let mut trainer = build_trainer(&cfg, model, params, train, eval, &tok, lora_spec(&cfg), base_name, log)?;
     let resume = match resume_from {
         Some(dir) => {
             say(format!("resuming from {}", dir.display()));
@@ -170,6 +161,50 @@ pub fn run(args: Args) -> Result<()> {
         LogMode::Quiet => {}
     }
     Ok(())
+}
+
+/// A base ready to train: what [`prepare`] returns.
+pub struct Prepared {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    pub base_name: String,
+    pub params: Vec<Param>,
+}
+
+/// The one set-up of a training model (train and `bench train`): the base
+/// loaded in its configured form on the configured device (NF4 codes uploaded
+/// once), the compute dtype, fresh adapters, gradient checkpointing.
+pub fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
+    let device = parse_device(&cfg.device)?;
+    let base = resolve_base(&cfg.base)?;
+    let ckpt = weights::load(&ModelSource::parse(&base)?, base_format(&cfg.quantization), &device)?;
+    let base_name = ckpt.name.clone();
+    let (mut model, tokenizer, template) = ckpt.into_model(&device)?;
+    if cfg.dense_base_cache {
+        cache_dense_base(&mut model)?;
+    }
+    model.set_dtype(cfg.compute_dtype(&device))?;
+    model.set_gradient_checkpointing(cfg.gradient_checkpointing);
+    let template = ChatTemplate::from_source_or_fallback(template.as_deref(), &tokenizer)?;
+    let spec = lora_spec(cfg);
+    let params = lora_setup::attach(&mut model, &spec, cfg.seed)?;
+    Ok(Prepared {
+        model,
+        tokenizer,
+        template,
+        base_name,
+        params,
+    })
+}
+
+pub fn lora_spec(cfg: &TrainConfig) -> LoraSpec {
+    LoraSpec {
+        r: cfg.lora_r,
+        alpha: cfg.lora_alpha,
+        dropout: cfg.lora_dropout,
+        targets: cfg.target_modules.clone(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -370,14 +405,19 @@ pub fn cache_dense_base(model: &mut Model) -> Result<()> {
     Ok(())
 }
 
+/// `cpu` or `cuda:N`; a CUDA device is set up for sqlora's single-stream use
+/// (see `sqlora_core::cuda::configure`).
 pub fn parse_device(spec: &str) -> Result<Device> {
     match spec {
         "cpu" => Ok(Device::Cpu),
         s if s.starts_with("cuda") => {
             let n = s.strip_prefix("cuda").and_then(|r| r.strip_prefix(':')).unwrap_or("0");
             let n: usize = n.parse().with_context(|| format!("device `{s}`: expected cuda:N"))?;
-            Device::new_cuda(n)
-                .with_context(|| format!("device `{s}` (is this build compiled with `--features cuda`?)"))
+            let device = Device::new_cuda(n)
+                .with_context(|| format!("device `{s}` (is this build compiled with `--features cuda`?)"))?;
+            #[cfg(feature = "cuda")]
+            sqlora_core::cuda::configure(&device).with_context(|| format!("setting up device `{s}`"))?;
+            Ok(device)
         }
         other => bail!("device `{other}`: expected cpu or cuda:N"),
     }

@@ -202,7 +202,7 @@ impl GgufFile {
             BaseFormat::AsStored if !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) => {
                 Linear::quantized(q)
             }
-            _ => super::dense_linear(q.dequantize(device)?, format),
+            _ => super::dense_linear(q.dequantize(device)?, format, device),
         }
     }
 

@@ -163,9 +163,15 @@ impl HfCheckpoint {
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut linears = Vec::with_capacity(7);
+            // NF4 is quantized on the CPU: read the dense weight there, send only the codes.
+            let read_on = if format == BaseFormat::Nf4 {
+                &Device::Cpu
+            } else {
+                device
+            };
             for (name, shape) in cfg.linear_shapes() {
-                let w = self.tensor(&format!("{p}.{name}.weight"), &shape, device)?;
-                linears.push(super::dense_linear(w, format)?);
+                let w = self.tensor(&format!("{p}.{name}.weight"), &shape, read_on)?;
+                linears.push(super::dense_linear(w, format, device)?);
             }
             layers.push(LayerWeights {
                 input_layernorm: f32(self.tensor(&format!("{p}.input_layernorm.weight"), &[h], device)?)?,

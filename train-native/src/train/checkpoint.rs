@@ -189,7 +189,7 @@ mod tests {
         };
         let mut a = opt(&[1.0, 2.0]);
         for step in 1..=4u64 {
-            a.step(&grads(0.5, -0.25), 0.1).unwrap();
+            a.step(&grads(0.5, -0.25), 0.1, 1.0).unwrap();
             let st = LoopState {
                 step,
                 epoch: 0,
@@ -212,8 +212,8 @@ mod tests {
             b.params()[0].var.as_tensor().to_vec2::<f32>().unwrap(),
             a.params()[0].var.as_tensor().to_vec2::<f32>().unwrap()
         );
-        a.step(&grads(0.1, 0.3), 0.1).unwrap();
-        b.step(&grads(0.1, 0.3), 0.1).unwrap();
+        a.step(&grads(0.1, 0.3), 0.1, 1.0).unwrap();
+        b.step(&grads(0.1, 0.3), 0.1, 1.0).unwrap();
         assert_eq!(
             b.params()[0].var.as_tensor().to_vec2::<f32>().unwrap(),
             a.params()[0].var.as_tensor().to_vec2::<f32>().unwrap()

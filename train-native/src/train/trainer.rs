@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use sqlora_core::model::Model;
 
@@ -17,7 +17,7 @@ use super::batch::{collate, epoch_order, Batch, Encoded};
 use super::checkpoint::{self, LoopState};
 use super::lora_setup::{save_peft, LoraSpec};
 use super::metrics::{Metrics, Record};
-use super::optim::{clip_grad_norm, AdamW};
+use super::optim::AdamW;
 use super::schedule::LrSchedule;
 use sqlora_core::linear::Linear;
 use sqlora_core::lora::LoraLayer;
@@ -90,6 +90,82 @@ pub struct Summary {
     pub last_loss: Option<f64>,
     pub seconds: f64,
     pub tokens_per_s: f64,
+}
+
+/// What one optimizer step leaves on the device: nothing here is read back
+/// until the trainer logs ([`Pending::read`]).
+pub struct StepOutput {
+    /// Sum of the micro-batches' mean losses (f32 scalar).
+    pub loss_sum: Tensor,
+    /// Micro-batches in the step.
+    pub micro_batches: usize,
+    /// Global gradient norm before clipping (f32 scalar).
+    pub grad_norm: Tensor,
+    /// Real tokens in the step.
+    pub tokens: usize,
+}
+
+/// Losses and norms of the steps since the last read, summed on the device.
+#[derive(Default)]
+pub struct Pending {
+    loss_sum: Option<Tensor>,
+    micro_batches: u64,
+    /// 0 while every norm was finite, NaN after any that was not (`norm − norm`).
+    finite: Option<Tensor>,
+    last_norm: Option<Tensor>,
+    last_loss: Option<Tensor>,
+}
+
+/// What [`Pending::read`] returns.
+pub struct Read {
+    pub loss_sum: f64,
+    pub micro_batches: u64,
+    pub last_norm: f64,
+    pub last_loss: f64,
+}
+
+impl Pending {
+    pub fn push(&mut self, out: &StepOutput) -> Result<()> {
+        let add = |acc: Option<Tensor>, t: Tensor| -> Result<Tensor> {
+            Ok(match acc {
+                Some(a) => (a + t)?,
+                None => t,
+            })
+        };
+        self.loss_sum = Some(add(self.loss_sum.take(), out.loss_sum.clone())?);
+        self.finite = Some(add(self.finite.take(), (&out.grad_norm - &out.grad_norm)?)?);
+        self.micro_batches += out.micro_batches as u64;
+        self.last_norm = Some(out.grad_norm.clone());
+        self.last_loss = Some((&out.loss_sum / out.micro_batches.max(1) as f64)?);
+        Ok(())
+    }
+
+    /// One host read of everything pending (a device sync); errors if a
+    /// gradient norm was not finite since the last read.
+    pub fn read(&mut self, step: u64) -> Result<Option<Read>> {
+        let (Some(l), Some(f), Some(n), Some(ll)) = (
+            self.loss_sum.take(),
+            self.finite.take(),
+            self.last_norm.take(),
+            self.last_loss.take(),
+        ) else {
+            return Ok(None);
+        };
+        let v = Tensor::stack(&[l, f, n, ll], 0)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        if !v[1].is_finite() {
+            bail!("gradient norm was not finite at or before step {step}: training diverged (lower learning_rate?)");
+        }
+        let r = Read {
+            loss_sum: v[0] as f64,
+            micro_batches: self.micro_batches,
+            last_norm: v[2] as f64,
+            last_loss: v[3] as f64,
+        };
+        self.micro_batches = 0;
+        Ok(Some(r))
+    }
 }
 
 /// Optimizer steps per epoch (a last partial accumulation group still steps).
@@ -170,54 +246,78 @@ impl Trainer {
     fn eval_loss_inner(&self) -> Result<Option<f64>> {
         let mut idx: Vec<usize> = (0..self.eval.len()).collect();
         idx.sort_by_key(|&i| self.eval[i].len());
-        let (mut sum, mut n) = (0.0, 0usize);
+        let (mut sum, mut n) = (None::<Tensor>, 0usize);
         for chunk in idx.chunks(self.s.eval_batch_size) {
             let exs: Vec<&Encoded> = chunk.iter().map(|&i| &self.eval[i]).collect();
             let batch = collate(&exs, self.pad_id, &self.device())?;
-            let loss = self.eval_batch_loss(&batch)?.to_scalar::<f32>()? as f64;
-            sum += loss * batch.target_tokens as f64;
+            let loss = (self.eval_batch_loss(&batch)?.to_dtype(DType::F32)? * batch.target_tokens as f64)?;
+            sum = Some(match sum {
+                Some(s) => (s + loss)?,
+                None => loss,
+            });
             n += batch.target_tokens;
         }
+        // One read for the whole eval set.
+        let sum = sum.map_or(Ok(0.0), |s| s.to_scalar::<f32>())? as f64;
         Ok(Some(sum / n.max(1) as f64))
     }
 
-    /// One optimizer step (number `step`, from 0) over an accumulation group;
-    /// returns (mean loss, grad norm, tokens, per-micro-batch losses).
-    pub fn step(&mut self, step: u64, group: &[Vec<usize>], lr: f64) -> Result<(f64, f64, usize, Vec<f64>)> {
+    /// One optimizer step (number `step`, from 0) over an accumulation group.
+    /// Queues all its work on the device and returns without waiting for it.
+    pub fn step(&mut self, step: u64, group: &[Vec<usize>], lr: f64) -> Result<StepOutput> {
         let n = group.len() as f64;
         let mut acc: Vec<Option<Tensor>> = vec![None; self.opt.params().len()];
-        let (mut tokens, mut losses) = (0, vec![]);
+        let (mut tokens, mut loss_sum) = (0, None::<Tensor>);
+        let slot_of: std::collections::HashMap<_, usize> = self
+            .opt
+            .params()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.var.as_tensor().id(), i))
+            .collect();
         for (k, ids) in group.iter().enumerate() {
             self.reseed_dropout(step * self.s.grad_accum as u64 + k as u64);
             let exs: Vec<&Encoded> = ids.iter().map(|&i| &self.train[i]).collect();
             let batch = collate(&exs, self.pad_id, &self.device())?;
             let loss = self.batch_loss(&batch)?;
-            losses.push(loss.to_scalar::<f32>()? as f64);
-            let grads = (loss / n)?.backward()?;
-            for (slot, p) in acc.iter_mut().zip(self.opt.params()) {
-                if let Some(g) = grads.get(p.var.as_tensor()) {
-                    *slot = Some(match slot.take() {
-                        Some(a) => (a + g)?,
-                        None => g.clone(),
-                    });
-                }
+            let grads = (&loss / n)?.backward()?;
+            let found = self
+                .opt
+                .params()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| grads.get(p.var.as_tensor()).map(|g| (i, g.clone())));
+            // Layers under gradient checkpointing hand their adapter gradients over separately.
+            let recomputed = self
+                .model
+                .take_checkpoint_grads()
+                .into_iter()
+                .filter_map(|(t, g)| slot_of.get(&t.id()).map(|&i| (i, g)));
+            for (i, g) in found.collect::<Vec<_>>().into_iter().chain(recomputed) {
+                acc[i] = Some(match acc[i].take() {
+                    Some(a) => (a + g)?,
+                    None => g,
+                });
             }
+            let loss = loss.detach();
+            loss_sum = Some(match loss_sum {
+                Some(s) => (s + loss)?,
+                None => loss,
+            });
             tokens += batch.tokens;
         }
-        let mut grads: Vec<Tensor> = acc
+        let grads: Vec<Tensor> = acc
             .into_iter()
             .zip(self.opt.params())
             .map(|(g, p)| g.map(Ok).unwrap_or_else(|| p.var.as_tensor().zeros_like()))
             .collect::<candle_core::Result<_>>()?;
-        let norm = clip_grad_norm(&mut grads, self.s.max_grad_norm)?;
-        if !norm.is_finite() {
-            bail!(
-                "gradient norm is {norm} at step {}: training diverged (lower learning_rate?)",
-                self.opt.steps_done() + 1
-            );
-        }
-        self.opt.step(&grads, lr)?;
-        Ok((losses.iter().sum::<f64>() / n, norm, tokens, losses))
+        let grad_norm = self.opt.step(&grads, lr, self.s.max_grad_norm)?;
+        Ok(StepOutput {
+            loss_sum: loss_sum.context("an optimizer step needs at least one micro-batch")?,
+            micro_batches: group.len(),
+            grad_norm,
+            tokens,
+        })
     }
 
     /// Train from `resume` (or the start) to the end; writes checkpoints,
@@ -240,6 +340,7 @@ impl Trainer {
             .ok()
             .and_then(|v| v.parse::<u64>().ok());
         let tokens_at_start = state.tokens;
+        let mut pending = Pending::default();
         self.set_train(true);
 
         if state.step == 0 && self.s.eval_steps > 0 {
@@ -284,14 +385,12 @@ impl Trainer {
             }
             let group: Vec<Vec<usize>> = groups[state.group].to_vec();
             let lr = self.schedule.lr(state.step as usize);
-            let (loss, norm, tokens, losses) = self.step(state.step, &group, lr)?;
+            let outcome = self.step(state.step, &group, lr)?;
+            pending.push(&outcome)?;
             state.step += 1;
             state.group += 1;
-            state.tokens += tokens as u64;
-            state.log_loss_sum += losses.iter().sum::<f64>();
-            state.log_loss_n += losses.len() as u64;
-            window.1 += tokens;
-            last_loss = Some(loss);
+            state.tokens += outcome.tokens as u64;
+            window.1 += outcome.tokens;
             if let Some(ms) = step_delay {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
@@ -299,6 +398,17 @@ impl Trainer {
             let epoch_f = state.epoch as f64 + state.group as f64 / per_epoch as f64;
             let log_now = (self.s.logging_steps > 0 && state.step.is_multiple_of(self.s.logging_steps as u64)) || done;
             let eval_now = self.s.eval_steps > 0 && (state.step.is_multiple_of(self.s.eval_steps as u64) || done);
+            let save_now = self.s.save_steps > 0 && (state.step.is_multiple_of(self.s.save_steps as u64) || done);
+            // The host reads the device only here: at logging, eval and save steps.
+            let mut norm = None;
+            if log_now || eval_now || save_now {
+                if let Some(r) = pending.read(state.step)? {
+                    state.log_loss_sum += r.loss_sum;
+                    state.log_loss_n += r.micro_batches;
+                    last_loss = Some(r.last_loss);
+                    norm = Some(r.last_norm);
+                }
+            }
             let eval_loss = if eval_now { self.eval_loss()? } else { None };
             if eval_loss.is_some() {
                 last_eval = eval_loss;
@@ -317,7 +427,7 @@ impl Trainer {
                     let secs = window.0.elapsed().as_secs_f64().max(1e-9);
                     rec.loss = Some(state.log_loss_sum / state.log_loss_n.max(1) as f64);
                     rec.lr = Some(lr);
-                    rec.grad_norm = Some(norm);
+                    rec.grad_norm = norm;
                     rec.tokens_per_s = Some(window.1 as f64 / secs);
                     state.log_loss_sum = 0.0;
                     state.log_loss_n = 0;
@@ -328,9 +438,10 @@ impl Trainer {
             if let Some(b) = &bar {
                 b.set_position(state.step);
                 let tps = (state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                b.set_message(format!("loss {loss:.4} lr {lr:.2e} {tps:.0} tok/s"));
+                let loss = last_loss.map_or_else(|| "-".into(), |l| format!("{l:.4}"));
+                b.set_message(format!("loss {loss} lr {lr:.2e} {tps:.0} tok/s"));
             }
-            if self.s.save_steps > 0 && (state.step.is_multiple_of(self.s.save_steps as u64) || done) {
+            if save_now {
                 checkpoint::save(
                     &out,
                     &state,
