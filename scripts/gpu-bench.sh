@@ -13,7 +13,9 @@
 #   4. runs `sqlora eval --device cuda:0` on a few Spider dev examples;
 #   5. prints the table (tok/s, peak GiB, GPU busy %) and writes the JSON lines
 #      to $OUT (or .gpu/out).
-# Usage: scripts/gpu-bench.sh [quick]   (quick: SmolLM2 only)
+# Usage: scripts/gpu-bench.sh [full|quick|m7]
+#   quick: SmolLM2 only; m7: no tests, the Mistral-7B shape only, with a
+#   profile of one micro-batch, batch 8, and a dense-bf16-base run beside NF4.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 G=.gpu
@@ -30,25 +32,37 @@ done
 SQ=$T/sqlora
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 
-echo "== CUDA tests"
-"$T/cuda-tests" --test-threads=1 --nocapture 2>&1 | tail -25 | tee "$OUT/tests.txt"
-"$T/sqlora-tests" --test-threads=1 cuda_steps_equal_cpu_steps 2>&1 | tail -4 | tee -a "$OUT/tests.txt"
+MODE=${1:-full}
+if [[ $MODE != m7 ]]; then
+  echo "== CUDA tests"
+  "$T/cuda-tests" --test-threads=1 --nocapture 2>&1 | tail -25 | tee "$OUT/tests.txt"
+  "$T/sqlora-tests" --test-threads=1 cuda_steps_equal_cpu_steps 2>&1 | tail -4 | tee -a "$OUT/tests.txt"
+fi
 
 echo "== checkpoints"
-python3 $G/shared/peer/gpu/mk_model.py smol "$T/smol" || exit 1
-[[ ${1:-} == quick ]] || python3 $G/shared/peer/gpu/mk_model.py m7 "$T/m7" || exit 1
+[[ $MODE == m7 ]] || python3 $G/shared/peer/gpu/mk_model.py smol "$T/smol" || exit 1
+[[ $MODE == quick ]] || python3 $G/shared/peer/gpu/mk_model.py m7 "$T/m7" || exit 1
 
 # busy MODEL LABEL ARGS...: one sqlora bench with 200 ms utilization samples.
 busy() {
   local label=$1; shift
-  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 200 >"$T/util-$label.txt" &
+  # Utilization is sampled from when the bench says its timed steps start (SQLORA_TIMED_MARK).
+  rm -f "$T/mark-$label"
+  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 100 >"$T/util-$label.txt" &
   local smi=$!
-  timeout 300 "$SQ" bench train --device cuda:0 --json "$@" >"$T/bench-$label.json" 2>"$T/bench-$label.err"
+  SQLORA_TIMED_MARK="$T/mark-$label" timeout 300 "$SQ" bench train --device cuda:0 --json "$@" >"$T/bench-$label.json" 2>"$T/bench-$label.err" &
+  local pid=$!
+  while kill -0 $pid 2>/dev/null && [[ ! -e $T/mark-$label ]]; do sleep 0.05; done
+  local from
+  from=$(wc -l <"$T/util-$label.txt")
+  wait $pid
   local rc=$?
+  local to
+  to=$(wc -l <"$T/util-$label.txt")
   kill $smi 2>/dev/null; wait $smi 2>/dev/null
-  # Utilization during the timed part: drop the first samples (loading) by keeping the top half of the run.
+  grep profile "$T/bench-$label.err" | tee -a "$OUT/profile.txt"
   local util
-  util=$(awk '{v[NR]=$1} END {n=0; s=0; for (i=int(NR/2)+1; i<=NR; i++) {s+=v[i]; n++} if (n) printf "%.0f", s/n; else print "-"}' "$T/util-$label.txt")
+  util=$(awk -v a="$from" -v b="$to" 'NR>a && NR<=b {s+=$1; n++} END {if (n) printf "%.0f", s/n; else print "-"}' "$T/util-$label.txt")
   if [[ $rc -ne 0 ]]; then
     echo "{\"label\": \"$label\", \"error\": $(tail -3 "$T/bench-$label.err" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')}" | tee -a "$OUT/results.jsonl"
   else
@@ -67,6 +81,13 @@ peer() {
     echo "{\"label\": \"$label\", \"error\": \"peer failed\"}" | tee -a "$OUT/results.jsonl"
 }
 
+if [[ $MODE == m7 ]]; then
+  busy m7-b4 --base "$T/m7" --batch 4 --grad-accum 2 --steps 6 --warmup 2 --profile
+  busy m7-b8 --base "$T/m7" --batch 8 --steps 6 --warmup 2
+  busy m7-b4-dense --base "$T/m7" --batch 4 --grad-accum 2 --steps 6 --warmup 2 --dense-base-cache
+  peer peer-m7-b4 "$T/m7" 4 256 20
+fi
+[[ $MODE == m7 ]] || {
 echo "== SmolLM2-135M shape"
 busy smol-b4 --base "$T/smol" --batch 4 --grad-accum 2 --steps 20 --warmup 3
 busy smol-b16 --base "$T/smol" --batch 16 --steps 20 --warmup 3
@@ -83,6 +104,7 @@ echo "== eval on the GPU (random weights: checks that it runs, not accuracy)"
 S=$G/shared/data/spider
 timeout 120 "$SQ" eval --base "$T/smol" --device cuda:0 --data $S/dev.json --tables $S/tables.json \
   --db-dir $S/database --limit 8 --max-new-tokens 24 --out "$OUT/eval-smol.json" 2>&1 | tail -4 | tee "$OUT/eval.txt"
+}
 
 echo "== table"
 python3 - "$OUT/results.jsonl" <<'PY'

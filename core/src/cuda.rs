@@ -45,7 +45,8 @@ pub struct Nf4Parts<'a> {
     pub n: usize,
 }
 
-/// Dequantize an NF4 weight into `dtype` in one launch (8 values per thread).
+/// Dequantize an NF4 weight into `dtype` in one launch (32 values per thread
+/// where the size allows, else 8).
 pub fn nf4_dequantize(dev: &CudaDevice, p: &Nf4Parts, dtype: DType) -> Result<CudaStorage> {
     let (pa, pb) = contiguous_range(p.packed.1, "nf4 packed")?;
     let (qa, qb) = contiguous_range(p.absmax_q.1, "nf4 absmax")?;
@@ -69,7 +70,8 @@ pub fn nf4_dequantize(dev: &CudaDevice, p: &Nf4Parts, dtype: DType) -> Result<Cu
             b.arg(&p.offset);
             b.arg(&out);
             b.arg(&n);
-            unsafe { b.launch(launch_cfg(n.div_ceil(8))) }.map_err(candle_core::Error::wrap)?;
+            let per_thread = if n % 32 == 0 { 32 } else { 8 };
+            unsafe { b.launch(launch_cfg(n.div_ceil(per_thread))) }.map_err(candle_core::Error::wrap)?;
             CudaStorage::wrap_cuda_slice(out, dev.clone())
         }};
     }
@@ -118,7 +120,11 @@ fn f32_slice_mut<'a>(
     }
 }
 
-/// `acc[slot] = Σ g²` (one block, fixed reduction order).
+/// Blocks per gradient in [`sumsq_into`]: each writes one partial sum.
+pub const SUMSQ_PARTS: usize = 64;
+
+/// `acc[slot·SUMSQ_PARTS + k]` = block k's part of `Σ g²` (fixed grid and
+/// reduction order, so a norm is reproducible).
 pub fn sumsq_into(acc: &mut CudaStorage, slot: usize, g: &CudaStorage, gl: &Layout) -> Result<()> {
     let dev = g.device().clone();
     let (a, b) = contiguous_range(gl, "grad norm")?;
@@ -133,7 +139,7 @@ pub fn sumsq_into(acc: &mut CudaStorage, slot: usize, g: &CudaStorage, gl: &Layo
     bld.arg(acc);
     bld.arg(&slot);
     let cfg = LaunchConfig {
-        grid_dim: (1, 1, 1),
+        grid_dim: (SUMSQ_PARTS as u32, 1, 1),
         block_dim: (1024, 1, 1),
         shared_mem_bytes: 0,
     };

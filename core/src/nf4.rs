@@ -134,49 +134,30 @@ pub struct Nf4Tensor {
 
 impl Nf4Tensor {
     /// Quantize a 2-D tensor (any float dtype, any device) as bitsandbytes does;
-    /// the result lives on the CPU (see [`Self::to_device`]).
+    /// the result lives on the CPU (see [`Self::to_device`]). f32, bf16 and f16
+    /// values are read where they are, without an f32 copy of the whole weight.
     pub fn quantize(w: &Tensor) -> Result<Self> {
+        use candle_core::{CpuStorage, Storage};
         let (rows, cols) = w.dims2()?;
-        let data = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Self::quantize_slice(&data, [rows, cols])
+        let w = w.to_device(&Device::Cpu)?.contiguous()?;
+        let (storage, layout) = w.storage_and_layout();
+        let (Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) else {
+            return Err(Error::msg("NF4: weight is not a contiguous CPU tensor"));
+        };
+        match cpu {
+            CpuStorage::F32(v) => quantize_values(&v[a..b], |x| x, [rows, cols]),
+            CpuStorage::BF16(v) => quantize_values(&v[a..b], half::bf16::to_f32, [rows, cols]),
+            CpuStorage::F16(v) => quantize_values(&v[a..b], half::f16::to_f32, [rows, cols]),
+            _ => {
+                let data = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                Self::quantize_slice(&data, [rows, cols])
+            }
+        }
     }
 
     /// Quantize row-major f32 values of shape `shape`.
     pub fn quantize_slice(data: &[f32], shape: [usize; 2]) -> Result<Self> {
-        let n = shape[0] * shape[1];
-        if data.len() != n || n == 0 || !n.is_multiple_of(2) {
-            return Err(Error::msg(format!(
-                "NF4: cannot quantize {} values as shape {shape:?} (need a non-empty, even-sized matrix)",
-                data.len()
-            )));
-        }
-        if let Some(bad) = data.iter().find(|v| !v.is_finite()) {
-            return Err(Error::msg(format!("NF4: weight contains a non-finite value ({bad})")));
-        }
-        let nblocks = n.div_ceil(BLOCK);
-        let mut absmax = vec![0f32; nblocks];
-        let mut packed = vec![0u8; n / 2];
-        // Blocks are independent: quantize them in parallel chunks (a 7B
-        // model's 7 billion values take seconds, not minutes).
-        const CHUNK: usize = 1024;
-        let work = |(c, (amax, out)): (usize, (&mut [f32], &mut [u8]))| {
-            let first = c * CHUNK * BLOCK;
-            let values = &data[first..(first + CHUNK * BLOCK).min(n)];
-            quantize_blocks(values, amax, out);
-        };
-        let chunks = absmax
-            .chunks_mut(CHUNK)
-            .zip(packed.chunks_mut(CHUNK * BLOCK / 2))
-            .enumerate();
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            use rayon::prelude::*;
-            chunks.collect::<Vec<_>>().into_par_iter().for_each(work);
-        }
-        #[cfg(target_arch = "wasm32")]
-        chunks.for_each(work);
-        let (absmax_q, absmax2, offset) = double_quantize(&absmax);
-        Self::from_parts(shape, packed, absmax_q, absmax2, offset)
+        quantize_values(data, |x| x, shape)
     }
 
     /// Rebuild from bitsandbytes' serialized parts (checkpoint `weight`,
@@ -326,16 +307,67 @@ impl Nf4Tensor {
     }
 }
 
-/// NF4 codes and absmax of whole 64-blocks of `values` (the last may be short).
-fn quantize_blocks(values: &[f32], absmax: &mut [f32], packed: &mut [u8]) {
+/// Quantize row-major values of shape `shape`, each read through `to_f32`.
+fn quantize_values<T: Copy + Sync>(data: &[T], to_f32: fn(T) -> f32, shape: [usize; 2]) -> Result<Nf4Tensor> {
+    let n = shape[0] * shape[1];
+    if data.len() != n || n == 0 || !n.is_multiple_of(2) {
+        return Err(Error::msg(format!(
+            "NF4: cannot quantize {} values as shape {shape:?} (need a non-empty, even-sized matrix)",
+            data.len()
+        )));
+    }
+    let nblocks = n.div_ceil(BLOCK);
+    let mut absmax = vec![0f32; nblocks];
+    let mut packed = vec![0u8; n / 2];
+    // Blocks are independent: quantize them in parallel chunks (a 7B model's
+    // 7 billion values take seconds, not minutes).
+    const CHUNK: usize = 1024;
+    let work = |(c, (amax, out)): (usize, (&mut [f32], &mut [u8]))| -> std::result::Result<(), f32> {
+        let first = c * CHUNK * BLOCK;
+        quantize_blocks(&data[first..(first + CHUNK * BLOCK).min(n)], to_f32, amax, out)
+    };
+    let chunks = absmax
+        .chunks_mut(CHUNK)
+        .zip(packed.chunks_mut(CHUNK * BLOCK / 2))
+        .enumerate();
+    #[cfg(not(target_arch = "wasm32"))]
+    let done: std::result::Result<(), f32> = {
+        use rayon::prelude::*;
+        chunks.collect::<Vec<_>>().into_par_iter().try_for_each(work)
+    };
+    #[cfg(target_arch = "wasm32")]
+    let done: std::result::Result<(), f32> = chunks.map(work).collect();
+    if let Err(bad) = done {
+        return Err(Error::msg(format!("NF4: weight contains a non-finite value ({bad})")));
+    }
+    let (absmax_q, absmax2, offset) = double_quantize(&absmax);
+    Nf4Tensor::from_parts(shape, packed, absmax_q, absmax2, offset)
+}
+
+/// NF4 codes and absmax of whole 64-blocks of `values` (the last may be
+/// short); a non-finite value is returned as the error.
+fn quantize_blocks<T: Copy>(
+    values: &[T],
+    to_f32: fn(T) -> f32,
+    absmax: &mut [f32],
+    packed: &mut [u8],
+) -> std::result::Result<(), f32> {
     let mids = nf4_midpoints();
     let mut codes = [0u8; BLOCK];
-    for (b, block) in values.chunks(BLOCK).enumerate() {
+    let mut block = [0f32; BLOCK];
+    for (b, raw) in values.chunks(BLOCK).enumerate() {
+        let block = &mut block[..raw.len()];
+        for (x, &r) in block.iter_mut().zip(raw) {
+            *x = to_f32(r);
+        }
+        if let Some(&bad) = block.iter().find(|v| !v.is_finite()) {
+            return Err(bad);
+        }
         let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
         absmax[b] = amax;
         // bnb multiplies by the f32 reciprocal rather than dividing.
         let inv = 1.0f32 / amax;
-        for (c, &x) in codes.iter_mut().zip(block) {
+        for (c, &x) in codes.iter_mut().zip(block.iter()) {
             *c = if amax == 0.0 {
                 7 // an all-zero block: code of 0.0 (bnb would produce NaN here)
             } else {
@@ -344,10 +376,11 @@ fn quantize_blocks(values: &[f32], absmax: &mut [f32], packed: &mut [u8]) {
             };
         }
         let base = b * BLOCK / 2;
-        for (j, pair) in codes[..block.len()].chunks(2).enumerate() {
+        for (j, pair) in codes[..raw.len()].chunks(2).enumerate() {
             packed[base + j] = (pair[0] << 4) | pair.get(1).copied().unwrap_or(0);
         }
     }
+    Ok(())
 }
 
 /// Double quantization of the f32 absmax values: `(codes, absmax2, offset)`.

@@ -71,6 +71,12 @@ struct TrainArgs {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// After the timed steps, time one micro-batch's forward, backward and
+    /// optimizer step apart (queued vs. finished: a host-bound phase finishes
+    /// when it is queued), and the largest projection's NF4 dequantization
+    /// and matmul alone. Printed to stderr.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(clap::Args)]
@@ -175,6 +181,91 @@ fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Where a micro-batch's time goes (see `--profile`); stderr.
+fn profile(t: &mut crate::train::trainer::Trainer, ids: &[usize], dtype: candle_core::DType) -> anyhow::Result<()> {
+    use crate::train::batch::{collate, Encoded};
+    use crate::train::trainer::{at_labels, label_loss};
+    use sqlora_core::linear::BaseWeight;
+    let device = t.model.device().clone();
+    let sync = || device.synchronize();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let exs: Vec<&Encoded> = ids.iter().map(|&i| &t.train[i]).collect();
+    let batch = collate(&exs, t.pad_id, &device)?;
+    sync()?;
+    let t0 = Instant::now();
+    let hidden = t.model.forward_hidden(&batch.ids, 0, None)?;
+    let loss = label_loss(&t.head.forward(&at_labels(&hidden, &batch)?)?, &batch)?;
+    let (fq, _) = (t0.elapsed(), sync()?);
+    let fd = t0.elapsed();
+    let t1 = Instant::now();
+    let grads = loss.backward()?;
+    let (bq, _) = (t1.elapsed(), sync()?);
+    let bd = t1.elapsed();
+    let gs: Vec<Tensor> = t
+        .opt
+        .params()
+        .iter()
+        .map(|p| {
+            grads
+                .get(p.var.as_tensor())
+                .cloned()
+                .unwrap_or_else(|| p.var.as_tensor().zeros_like().unwrap())
+        })
+        .collect();
+    let t2 = Instant::now();
+    t.opt.step(&gs, 1e-6, 1.0)?;
+    let (oq, _) = (t2.elapsed(), sync()?);
+    let od = t2.elapsed();
+    eprintln!(
+        "profile      forward {:.1} ms (queued {:.1}), backward {:.1} ms (queued {:.1}), optimizer {:.1} ms (queued {:.1}); {} tokens",
+        ms(fd), ms(fq), ms(bd), ms(bq), ms(od), ms(oq), batch.tokens
+    );
+    // The largest projection alone: dequantize, and the product with this batch's rows.
+    let Some(big) = t
+        .model
+        .linears()
+        .map(|(_, l)| l.clone())
+        .max_by_key(|l| l.shape().0 * l.shape().1)
+    else {
+        return Ok(());
+    };
+    let (out, inn) = big.shape();
+    let n = batch.tokens;
+    let reps = 20;
+    if let BaseWeight::Nf4(q) = big.base() {
+        q.dequantize(dtype)?;
+        sync()?;
+        let t3 = Instant::now();
+        for _ in 0..reps {
+            q.dequantize(dtype)?;
+        }
+        sync()?;
+        let s = t3.elapsed().as_secs_f64() / reps as f64;
+        let bytes = (out * inn) as f64 * (0.5 + dtype.size_in_bytes() as f64);
+        eprintln!(
+            "profile      NF4 dequantize [{out}, {inn}] -> {dtype:?}: {:.3} ms, {:.0} GB/s",
+            s * 1e3,
+            bytes / s / 1e9
+        );
+    }
+    let w = big.dequantize(&device)?.to_dtype(dtype)?;
+    let x = Tensor::randn(0f32, 1.0, (n, inn), &device)?.to_dtype(dtype)?;
+    x.matmul(&w.t()?)?;
+    sync()?;
+    let t4 = Instant::now();
+    for _ in 0..reps {
+        x.matmul(&w.t()?)?;
+    }
+    sync()?;
+    let s = t4.elapsed().as_secs_f64() / reps as f64;
+    eprintln!(
+        "profile      matmul [{n}, {inn}] x [{inn}, {out}] {dtype:?}: {:.3} ms, {:.0} TFLOP/s",
+        s * 1e3,
+        2.0 * (n * inn * out) as f64 / s / 1e12
+    );
+    Ok(())
+}
+
 /// The CUDA pool's high-water mark in bytes (`None` on the CPU).
 fn peak_memory(device: &Device) -> anyhow::Result<Option<u64>> {
     #[cfg(feature = "cuda")]
@@ -270,6 +361,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     pending.read(a.warmup as u64)?;
     reset_peak_memory(&device)?;
+    // Tells an outside sampler (scripts/gpu-bench.sh: GPU utilization) that the timed steps start.
+    if let Some(p) = std::env::var_os("SQLORA_TIMED_MARK") {
+        std::fs::write(p, b"")?;
+    }
     let (mut tokens, t) = (0usize, Instant::now());
     for (step, group) in groups.iter().enumerate().skip(a.warmup) {
         let out = trainer.step(step as u64, group, cfg.learning_rate)?;
@@ -279,6 +374,9 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let last = pending.read(steps as u64)?;
     let secs = t.elapsed().as_secs_f64();
     let peak_device = peak_memory(&device)?;
+    if a.profile {
+        profile(&mut trainer, &groups[0][0], dtype)?;
+    }
     let tps = tokens as f64 / secs.max(1e-9);
     let rss = peak_rss_kb();
     let mean_loss = last.as_ref().map(|r| r.loss_sum / r.micro_batches.max(1) as f64);

@@ -21,33 +21,40 @@ __device__ __forceinline__ float load(const float *p) { return *p; }
 __device__ __forceinline__ float load(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 __device__ __forceinline__ float load(const __half *p) { return __half2float(*p); }
 
-// One thread per 4 packed bytes (8 values; 64-value blocks hold 8 such groups).
-// scale = code2[absmax_q[b]] * absmax2[b / 256] + offset, as two rounded f32 ops.
+// scale of 64-block b: code2[absmax_q[b]] * absmax2[b / 256] + offset, as two rounded f32 ops.
+__device__ __forceinline__ float block_scale(const uint8_t *absmax_q, const float *absmax2, const float *code2,
+                                             float offset, uint64_t b) {
+  return __fadd_rn(__fmul_rn(code2[absmax_q[b]], absmax2[b / 256]), offset);
+}
+
+// Vector path (n % 32 == 0): one thread per 16 packed bytes = 32 values, half a
+// 64-block; one 16-byte load, 64 (bf16/f16) or 128 (f32) bytes of 16-byte stores.
+// Scalar path (any n): one thread per 8 values.
 template <typename T>
 __device__ void nf4_dequant(const uint8_t *packed, const uint8_t *absmax_q, const float *absmax2,
                             const float *code2, float offset, T *out, uint64_t n) {
   uint64_t g = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  uint64_t first = g * 8;
-  if (first >= n) return;
-  uint64_t b = first / 64;
-  float s = __fadd_rn(__fmul_rn(code2[absmax_q[b]], absmax2[b / 256]), offset);
-  if (first + 8 <= n && (n % 8) == 0) {
-    uint32_t w = reinterpret_cast<const uint32_t *>(packed)[g];
-    T v[8];
+  if (n % 32 == 0) {
+    uint64_t first = g * 32;
+    if (first >= n) return;
+    float s = block_scale(absmax_q, absmax2, code2, offset, first / 64);
+    uint4 w = reinterpret_cast<const uint4 *>(packed)[g];
+    uint32_t words[4] = {w.x, w.y, w.z, w.w};
+    T v[32];
 #pragma unroll
-    for (int k = 0; k < 4; k++) {
-      uint32_t byte = (w >> (8 * k)) & 0xff;
+    for (int k = 0; k < 16; k++) {
+      uint32_t byte = (words[k / 4] >> (8 * (k % 4))) & 0xff;
       store(&v[2 * k], __fmul_rn(NF4[byte >> 4], s));
       store(&v[2 * k + 1], __fmul_rn(NF4[byte & 15], s));
     }
-    // 8 values: 16 bytes (bf16/f16) or 32 bytes (f32), aligned since n % 8 == 0.
-    if (sizeof(T) == 2) {
-      reinterpret_cast<uint4 *>(out)[g] = *reinterpret_cast<uint4 *>(v);
-    } else {
-      reinterpret_cast<uint4 *>(out)[2 * g] = reinterpret_cast<uint4 *>(v)[0];
-      reinterpret_cast<uint4 *>(out)[2 * g + 1] = reinterpret_cast<uint4 *>(v)[1];
-    }
+    const uint4 *src = reinterpret_cast<const uint4 *>(v);
+    uint4 *dst = reinterpret_cast<uint4 *>(out) + g * (32 * sizeof(T) / 16);
+#pragma unroll
+    for (int k = 0; k < (int)(32 * sizeof(T) / 16); k++) dst[k] = src[k];
   } else {
+    uint64_t first = g * 8;
+    if (first >= n) return;
+    float s = block_scale(absmax_q, absmax2, code2, offset, first / 64);
     for (uint64_t i = first; i < first + 8 && i < n; i++) {
       uint8_t byte = packed[i / 2];
       uint32_t c = (i % 2 == 0) ? (byte >> 4) : (byte & 15);
@@ -87,19 +94,20 @@ INSTANTIATE(f32, float)
 INSTANTIATE(bf16, __nv_bfloat16)
 INSTANTIATE(f16, __half)
 
-// acc[slot] = sum of g[i]^2 (one block; a fixed reduction order, so the same
-// gradients always give the same norm).
+// acc[slot * gridDim.x + block] = this block's part of the sum of g[i]^2 (a
+// fixed grid and reduction order: the same gradients always give the same norm).
 extern "C" __global__ void sumsq_f32(const float *g, uint64_t n, float *acc, uint32_t slot) {
   __shared__ float part[1024];
   float s = 0.0f;
-  for (uint64_t i = threadIdx.x; i < n; i += blockDim.x) s = __fmaf_rn(g[i], g[i], s);
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x)
+    s = __fmaf_rn(g[i], g[i], s);
   part[threadIdx.x] = s;
   __syncthreads();
   for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
     if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
     __syncthreads();
   }
-  if (threadIdx.x == 0) acc[slot] = part[0];
+  if (threadIdx.x == 0) acc[(uint64_t)slot * gridDim.x + blockIdx.x] = part[0];
 }
 
 // torch.optim.AdamW's moments with the clipped gradient g·coef[0]:

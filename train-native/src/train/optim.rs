@@ -32,7 +32,7 @@ pub struct AdamW {
     params: Vec<Param>,
     /// Per parameter `[2, numel]` f32: the first moment, then the second.
     mv: Vec<Tensor>,
-    /// One sum of squares per parameter (the global norm's parts).
+    /// Partial sums of squares, [`SUMSQ_PARTS`] per parameter (the global norm's parts).
     sumsq: Tensor,
     /// Updates done so far (torch's `state["step"]`).
     step: u64,
@@ -171,7 +171,11 @@ impl InplaceOp2 for Apply {
     }
 }
 
-/// `acc[slot] ← Σ g²`.
+/// Partial sums of squares per parameter: the CUDA kernel's grid size, so both
+/// devices share one accumulator layout (the CPU fills the first of each row).
+const SUMSQ_PARTS: usize = 64;
+
+/// `acc[slot, ..] ← parts of Σ g²` (summed with the rest by `sum_all`).
 struct SumSq(usize);
 
 impl InplaceOp2 for SumSq {
@@ -182,7 +186,9 @@ impl InplaceOp2 for SumSq {
     fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
         let g = f32_range(g, gl, "grad norm")?;
         let acc = f32_range_mut(dst, dst_l, "grad norm accumulator")?;
-        acc[self.0] = g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>() as f32;
+        let row = &mut acc[self.0 * SUMSQ_PARTS..(self.0 + 1) * SUMSQ_PARTS];
+        row.fill(0.0);
+        row[0] = g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>() as f32;
         Ok(())
     }
 
@@ -195,6 +201,7 @@ impl InplaceOp2 for SumSq {
         gl: &Layout,
     ) -> candle_core::Result<()> {
         whole(dst_l, dst_l.shape().elem_count(), "grad norm accumulator")?;
+        debug_assert_eq!(SUMSQ_PARTS, sqlora_core::cuda::SUMSQ_PARTS);
         sqlora_core::cuda::sumsq_into(dst, self.0, g, gl)
     }
 }
@@ -208,7 +215,7 @@ impl AdamW {
         let device = params
             .first()
             .map_or(candle_core::Device::Cpu, |p| p.var.device().clone());
-        let sumsq = Tensor::zeros(params.len().max(1), DType::F32, &device)?;
+        let sumsq = Tensor::zeros(params.len().max(1) * SUMSQ_PARTS, DType::F32, &device)?;
         Ok(AdamW {
             params,
             mv,
