@@ -63,6 +63,10 @@ pub struct Args {
     /// that exports are compared against; faster than LoRA over Q4_1 blocks on CPU).
     #[arg(long, requires = "base")]
     dequantize: bool,
+    /// Hold the --base's projections as NF4 (double quantization), the form a
+    /// QLoRA adapter was trained over; dequantized per call on the device.
+    #[arg(long, requires = "base", conflicts_with = "dequantize")]
+    nf4: bool,
     /// Where generation runs: `cpu` or `cuda:N` (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -217,11 +221,7 @@ fn generate(
     use sqlora_core::schema::SpiderTables;
 
     let spec = base.display().to_string();
-    let format = if args.dequantize {
-        sqlora_core::weights::BaseFormat::F32
-    } else {
-        sqlora_core::weights::BaseFormat::AsStored
-    };
+    let format = crate::train::inference_format(args.dequantize, args.nf4);
     let mut t2s = Text2Sql::load(&spec, format, &crate::train::parse_device(&args.device)?)
         .with_context(|| format!("loading {spec}"))?;
     if let Some(dir) = &args.adapter {

@@ -4,11 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use sqlora_core::generate::{generate, GenerationConfig};
 use sqlora_core::pipeline::Text2Sql;
 use sqlora_core::schema::{Schema, SpiderTables};
-use sqlora_core::weights::BaseFormat;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,6 +39,12 @@ pub struct Args {
     /// Run a quantized base dequantized to f32.
     #[arg(long)]
     pub dequantize: bool,
+    /// Hold the base's projections as NF4 (the form a QLoRA adapter was trained over).
+    #[arg(long, conflicts_with = "dequantize")]
+    pub nf4: bool,
+    /// Where generation runs: `cpu` or `cuda:N` (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Write the last prompt position's logits as {"logits": [...]}.
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
@@ -65,12 +70,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let base = crate::fetch::base_or_default(a.base.as_deref())?;
-    let format = if a.dequantize {
-        BaseFormat::F32
-    } else {
-        BaseFormat::AsStored
-    };
-    let mut t2s = Text2Sql::load(&base, format, &Device::Cpu).with_context(|| format!("loading {base}"))?;
+    let format = crate::train::inference_format(a.dequantize, a.nf4);
+    let device = crate::train::parse_device(&a.device)?;
+    let mut t2s = Text2Sql::load(&base, format, &device).with_context(|| format!("loading {base}"))?;
     if let Some(dir) = &a.adapter {
         t2s.apply_adapter(dir)
             .with_context(|| format!("applying adapter {}", dir.display()))?;
@@ -85,7 +87,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         t2s.tokenizer.encode_prompt(&prompt)?
     };
     if let Some(path) = &a.dump_logits {
-        let x = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let x = Tensor::new(ids.as_slice(), &device)?.unsqueeze(0)?;
         let logits: Vec<f32> = t2s.model.forward_last(&x, 0, None)?.squeeze(0)?.to_vec1()?;
         std::fs::write(path, serde_json::json!({ "logits": logits }).to_string())
             .with_context(|| format!("writing {}", path.display()))?;

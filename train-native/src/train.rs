@@ -394,6 +394,16 @@ pub fn base_format(q: &str) -> BaseFormat {
     }
 }
 
+/// How `eval` and `generate` hold the base: as stored, dequantized to f32
+/// (`--dequantize`), or NF4 (`--nf4`).
+pub fn inference_format(dequantize: bool, nf4: bool) -> BaseFormat {
+    match (dequantize, nf4) {
+        (true, _) => BaseFormat::F32,
+        (_, true) => BaseFormat::Nf4,
+        _ => BaseFormat::AsStored,
+    }
+}
+
 /// `dense_base_cache`: dequantize every frozen projection once (f32). The
 /// values are exactly what per-call dequantization would produce, so the
 /// run's numbers do not change, only its speed and memory.
