@@ -253,9 +253,17 @@ impl LoraLayer {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let a = self.a.to_dtype(x.dtype())?;
         let b = self.b.to_dtype(x.dtype())?;
+        // Rows as one matrix: one product each way, where a broadcast batched
+        // product would cost a product per batch row and a reduction for A's
+        // and B's gradients.
+        let mut dims = x.dims().to_vec();
+        let inn = *dims.last().ok_or_else(|| Error::msg("LoRA input has no dimensions"))?;
+        let x2 = x.reshape(((), inn))?;
         // Scaling the r-wide intermediate, not the output, saves an output-sized tensor.
-        let h = (x.broadcast_matmul(&a.t()?)? * self.scaling)?;
-        Ok(h.broadcast_matmul(&b.t()?)?)
+        let h = (x2.matmul(&a.t()?)? * self.scaling)?;
+        let y = h.matmul(&b.t()?)?;
+        *dims.last_mut().expect("non-empty") = b.dim(0)?;
+        Ok(y.reshape(dims)?)
     }
 
     /// `scaling · B·A` `[out, in]` in f32: what merging adds to the base weight.
