@@ -266,24 +266,6 @@ fn profile(t: &mut crate::train::trainer::Trainer, ids: &[usize], dtype: candle_
     Ok(())
 }
 
-/// The CUDA pool's high-water mark in bytes (`None` on the CPU).
-fn peak_memory(device: &Device) -> anyhow::Result<Option<u64>> {
-    #[cfg(feature = "cuda")]
-    return Ok(sqlora_core::cuda::peak_memory(device)?);
-    #[cfg(not(feature = "cuda"))]
-    {
-        let _ = device;
-        Ok(None)
-    }
-}
-
-fn reset_peak_memory(device: &Device) -> anyhow::Result<()> {
-    #[cfg(feature = "cuda")]
-    sqlora_core::cuda::reset_peak_memory(device)?;
-    let _ = device;
-    Ok(())
-}
-
 /// Training throughput as the peer measures it: warm-up steps, then timed
 /// optimizer steps (forward, backward, clipping, AdamW) queued back to back
 /// and waited for once at the end; tokens are real (non-pad) tokens, so the
@@ -360,7 +342,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         pending.push(&trainer.step(step as u64, group, cfg.learning_rate)?)?;
     }
     pending.read(a.warmup as u64)?;
-    reset_peak_memory(&device)?;
+    tr::reset_peak_device_memory(&device)?;
     // Tells an outside sampler (scripts/gpu-bench.sh: GPU utilization) that the timed steps start.
     if let Some(p) = std::env::var_os("SQLORA_TIMED_MARK") {
         std::fs::write(p, b"")?;
@@ -373,7 +355,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     let last = pending.read(steps as u64)?;
     let secs = t.elapsed().as_secs_f64();
-    let peak_device = peak_memory(&device)?;
+    let peak_device = tr::peak_device_memory(&device)?;
     if a.profile {
         profile(&mut trainer, &groups[0][0], dtype)?;
     }

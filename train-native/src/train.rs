@@ -150,10 +150,13 @@ pub fn run(args: Args) -> Result<()> {
     match log {
         LogMode::Json => println!("{}", serde_json::to_string(&serde_json::json!({ "summary": summary }))?),
         LogMode::Human => eprintln!(
-            "done: {} steps, {} tokens, {:.1} tok/s; eval loss {} → {}; adapter in {}",
+            "done: {} steps, {} tokens, {:.1} tok/s{}; eval loss {} → {}; adapter in {}",
             summary.steps,
             summary.tokens,
             summary.tokens_per_s,
+            summary
+                .peak_device_gib
+                .map_or_else(String::new, |g| format!(", peak device memory {g:.2} GiB")),
             fmt_loss(summary.first_eval_loss),
             fmt_loss(summary.final_eval_loss),
             out.display()
@@ -392,6 +395,26 @@ pub fn base_format(q: &str) -> BaseFormat {
         "none" => BaseFormat::F32,
         _ => BaseFormat::AsStored,
     }
+}
+
+/// The CUDA memory pool's high-water mark in bytes since the last reset
+/// (torch's `max_memory_allocated`); `None` on the CPU.
+pub fn peak_device_memory(device: &Device) -> Result<Option<u64>> {
+    #[cfg(feature = "cuda")]
+    return Ok(sqlora_core::cuda::peak_memory(device)?);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        Ok(None)
+    }
+}
+
+/// Start a new peak-memory window (a no-op on the CPU).
+pub fn reset_peak_device_memory(device: &Device) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    sqlora_core::cuda::reset_peak_memory(device)?;
+    let _ = device;
+    Ok(())
 }
 
 /// How `eval` and `generate` hold the base: as stored, dequantized to f32

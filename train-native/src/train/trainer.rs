@@ -90,6 +90,8 @@ pub struct Summary {
     pub last_loss: Option<f64>,
     pub seconds: f64,
     pub tokens_per_s: f64,
+    /// The device memory pool's high-water mark (CUDA only).
+    pub peak_device_gib: Option<f64>,
 }
 
 /// What one optimizer step leaves on the device: nothing here is read back
@@ -466,6 +468,7 @@ impl Trainer {
             last_loss,
             seconds,
             tokens_per_s: (state.tokens - tokens_at_start) as f64 / seconds.max(1e-9),
+            peak_device_gib: super::peak_device_memory(&self.device())?.map(|b| b as f64 / (1u64 << 30) as f64),
         })
     }
 
