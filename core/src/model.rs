@@ -275,6 +275,9 @@ struct Recompute {
 
 type CheckpointGrads = Arc<Mutex<Vec<(Tensor, Tensor)>>>;
 
+/// Attention masks by (query length, offset); `None` where nothing is masked.
+type MaskCache = Arc<Mutex<HashMap<(usize, usize), Option<Tensor>>>>;
+
 impl Backward for Recompute {
     fn name(&self) -> &'static str {
         "sqlora-checkpoint"
@@ -328,7 +331,7 @@ pub struct Model {
     /// Compute dtype of activations (f32, bf16, f16); adapters stay f32.
     dtype: DType,
     /// Attention masks by (query length, offset), built once per shape.
-    masks: Arc<Mutex<HashMap<(usize, usize), Option<Tensor>>>>,
+    masks: MaskCache,
     /// Recompute each layer in the backward pass instead of keeping its activations.
     checkpointing: bool,
     checkpoint_grads: CheckpointGrads,

@@ -135,7 +135,8 @@ impl Pending {
             })
         };
         self.loss_sum = Some(add(self.loss_sum.take(), out.loss_sum.clone())?);
-        self.finite = Some(add(self.finite.take(), (&out.grad_norm - &out.grad_norm)?)?);
+        // x·0 is 0 for every finite x and NaN for ±∞ and NaN: a flag that costs no host read.
+        self.finite = Some(add(self.finite.take(), (&out.grad_norm * 0.0)?)?);
         self.micro_batches += out.micro_batches as u64;
         self.last_norm = Some(out.grad_norm.clone());
         self.last_loss = Some((&out.loss_sum / out.micro_batches.max(1) as f64)?);
@@ -680,6 +681,32 @@ mod tests {
             .unwrap();
         assert!(base_diff > 1e-3, "training changed nothing");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pending_reads_sums_and_stops_on_a_non_finite_norm() {
+        let scalar = |v: f32| Tensor::new(v, &Device::Cpu).unwrap();
+        let out = |loss: f32, norm: f32| StepOutput {
+            loss_sum: scalar(loss),
+            micro_batches: 2,
+            grad_norm: scalar(norm),
+            tokens: 8,
+        };
+        let mut p = Pending::default();
+        p.push(&out(3.0, 0.5)).unwrap();
+        p.push(&out(1.0, 0.25)).unwrap();
+        let r = p.read(2).unwrap().unwrap();
+        assert_eq!(
+            (r.loss_sum, r.micro_batches, r.last_norm, r.last_loss),
+            (4.0, 4, 0.25, 0.5)
+        );
+        assert!(p.read(2).unwrap().is_none(), "nothing pending after a read");
+        for bad in [f32::NAN, f32::INFINITY] {
+            p.push(&out(1.0, bad)).unwrap();
+            p.push(&out(1.0, 0.5)).unwrap();
+            let e = p.read(4).err().expect("a non-finite norm stops the run");
+            assert!(e.to_string().contains("not finite"), "{e}");
+        }
     }
 
     #[test]
