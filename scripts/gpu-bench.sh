@@ -103,7 +103,7 @@ fi
 echo "== eval on the GPU (random weights: checks that it runs, not accuracy)"
 S=$G/shared/data/spider
 timeout 120 "$SQ" eval --base "$T/smol" --device cuda:0 --data $S/dev.json --tables $S/tables.json \
-  --db-dir $S/database --limit 8 --max-new-tokens 24 --out "$OUT/eval-smol.json" 2>&1 | tail -4 | tee "$OUT/eval.txt"
+  --db-dir $S/database --limit 8 --batch 8 --max-new-tokens 24 --out "$OUT/eval-smol.json" 2>&1 | tail -4 | tee "$OUT/eval.txt"
 }
 
 echo "== table"

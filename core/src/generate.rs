@@ -111,49 +111,139 @@ pub fn generate(
     };
     let mut sampler = LogitsProcessor::from_sampling(cfg.seed, sampling);
     let mut cache = model.new_cache();
-    let mut stream = tok.stream(true);
-    let mut text = String::new();
-    let mut ids = Vec::new();
+    let mut row = Decoding::new(tok);
     let mut input = Tensor::new(prompt_ids, model.device())?.unsqueeze(0)?;
-    let mut stop = StopReason::MaxTokens;
-    while ids.len() < cfg.max_new_tokens {
+    while !row.done {
         let offset = cache.len();
         let logits = model.forward_last(&input, offset, Some(&mut cache))?.squeeze(0)?;
         let next = sampler.sample(&logits.to_dtype(DType::F32)?)?;
-        if stops.contains(&next) {
-            stop = StopReason::Eos;
-            break;
-        }
-        ids.push(next);
-        let piece = stream.push(next)?;
-        let before = text.len();
-        text.push_str(&piece);
-        if cut_at_stop_string(&mut text, &cfg.stop_strings) {
-            if text.len() > before {
-                on_token(&text[before..]);
-            }
-            stop = StopReason::StopString;
-            break;
-        }
-        if !piece.is_empty() && !on_token(&piece) {
-            stop = StopReason::Cancelled;
-            break;
-        }
+        row.push(next, &stops, cfg, on_token)?;
         input = Tensor::new(&[next], model.device())?.unsqueeze(0)?;
     }
-    if stop != StopReason::StopString {
-        let rest = stream.finish()?;
-        if !rest.is_empty() {
-            text.push_str(&rest);
-            on_token(&rest);
+    row.finish(prompt_ids.len(), on_token)
+}
+
+/// Greedy decoding of several prompts as one batch (left-padded, one shared
+/// cache): the same outputs as [`generate`] with a greedy `cfg` on each
+/// prompt alone, in one forward pass per step for all of them. Sampling and
+/// beam search are not batched (an error here; call [`generate`]).
+pub fn generate_batch(
+    model: &Model,
+    tok: &Tokenizer,
+    prompts: &[Vec<u32>],
+    cfg: &GenerationConfig,
+) -> Result<Vec<Generation>> {
+    if cfg.temperature > 0.0 || cfg.num_beams > 1 {
+        return Err(crate::Error::msg(
+            "batched generation is greedy only (temperature 0, one beam)",
+        ));
+    }
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(crate::Error::msg("empty prompt"));
+    }
+    let Some(longest) = prompts.iter().map(Vec::len).max() else {
+        return Ok(vec![]);
+    };
+    let mut stops = tok.stop_ids();
+    stops.extend(&cfg.stop_ids);
+    let pad = tok.pad_id().unwrap_or(0);
+    let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let ids: Vec<u32> = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(pad, longest - p.len()).chain(p.iter().copied()))
+        .collect();
+    let dev = model.device();
+    let mut input = Tensor::from_vec(ids, (prompts.len(), longest), dev)?;
+    let mut cache = Cache::left_padded(model.config().num_hidden_layers, pads);
+    let mut rows: Vec<Decoding> = prompts.iter().map(|_| Decoding::new(tok)).collect();
+    let mut quiet = |_: &str| true;
+    while rows.iter().any(|r| !r.done) {
+        let offset = cache.len();
+        let logits = model.forward_last(&input, offset, Some(&mut cache))?;
+        let next = logits.to_dtype(DType::F32)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        for (row, &id) in rows.iter_mut().zip(&next) {
+            if !row.done {
+                row.push(id, &stops, cfg, &mut quiet)?;
+            }
+        }
+        // Finished rows keep decoding (their outputs are ignored): one shape for all.
+        input = Tensor::from_vec(next, (prompts.len(), 1), dev)?;
+    }
+    rows.into_iter()
+        .zip(prompts)
+        .map(|(r, p)| r.finish(p.len(), &mut quiet))
+        .collect()
+}
+
+/// One sequence being decoded: what it produced and whether it has stopped.
+struct Decoding<'t> {
+    stream: crate::tokenizer::TokenStream<'t>,
+    text: String,
+    ids: Vec<u32>,
+    stop: StopReason,
+    done: bool,
+}
+
+impl<'t> Decoding<'t> {
+    fn new(tok: &'t Tokenizer) -> Self {
+        Decoding {
+            stream: tok.stream(true),
+            text: String::new(),
+            ids: Vec::new(),
+            stop: StopReason::MaxTokens,
+            done: false,
         }
     }
-    Ok(Generation {
-        ids,
-        text,
-        stop,
-        prompt_tokens: prompt_ids.len(),
-    })
+
+    /// Take the next id: stop at a stop id, a stop string (cut before it), the
+    /// token budget, or when `on_token` asks to.
+    fn push(
+        &mut self,
+        next: u32,
+        stops: &[u32],
+        cfg: &GenerationConfig,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<()> {
+        if self.ids.len() >= cfg.max_new_tokens {
+            self.done = true;
+            return Ok(());
+        }
+        if stops.contains(&next) {
+            (self.stop, self.done) = (StopReason::Eos, true);
+            return Ok(());
+        }
+        self.ids.push(next);
+        let piece = self.stream.push(next)?;
+        let before = self.text.len();
+        self.text.push_str(&piece);
+        if cut_at_stop_string(&mut self.text, &cfg.stop_strings) {
+            if self.text.len() > before {
+                on_token(&self.text[before..]);
+            }
+            (self.stop, self.done) = (StopReason::StopString, true);
+        } else if !piece.is_empty() && !on_token(&piece) {
+            (self.stop, self.done) = (StopReason::Cancelled, true);
+        } else if self.ids.len() >= cfg.max_new_tokens {
+            self.done = true;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, prompt_tokens: usize, on_token: &mut dyn FnMut(&str) -> bool) -> Result<Generation> {
+        if self.stop != StopReason::StopString {
+            let rest = self.stream.finish()?;
+            if !rest.is_empty() {
+                self.text.push_str(&rest);
+                on_token(&rest);
+            }
+        }
+        Ok(Generation {
+            ids: self.ids,
+            text: self.text,
+            stop: self.stop,
+            prompt_tokens,
+        })
+    }
 }
 
 /// Cut `text` before the first stop string it contains; true if one was found.

@@ -97,32 +97,77 @@ impl Rotary {
         })
     }
 
-    /// `x`: `[b, heads, t, head_dim]` at absolute positions `offset..offset+t`.
-    fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let t = x.dim(2)?;
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
+    /// The tables for `t` tokens from position `offset`; with left padding
+    /// (`pads[r]` pad tokens before row r's first real token) each row counts
+    /// its positions from its own first token, pads at position 0.
+    fn at(&self, offset: usize, t: usize, pads: &[usize]) -> Result<RopeAt> {
+        if pads.iter().all(|&p| p == 0) {
+            return Ok(RopeAt {
+                cos: self.cos.narrow(0, offset, t)?,
+                sin: self.sin.narrow(0, offset, t)?,
+            });
+        }
+        let pos: Vec<u32> = pads
+            .iter()
+            .flat_map(|&p| (offset..offset + t).map(move |i| i.saturating_sub(p) as u32))
+            .collect();
+        let pos = Tensor::from_vec(pos, pads.len() * t, self.cos.device())?;
+        let half = self.cos.dim(1)?;
+        let rows =
+            |table: &Tensor| -> Result<Tensor> { Ok(table.index_select(&pos, 0)?.reshape((pads.len(), t, half))?) };
+        Ok(RopeAt {
+            cos: rows(&self.cos)?,
+            sin: rows(&self.sin)?,
+        })
+    }
+}
+
+/// Rotary tables at the positions of one forward pass: `[t, d/2]`, or
+/// `[b, t, d/2]` when rows have their own positions (left-padded batches).
+#[derive(Clone)]
+pub struct RopeAt {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl RopeAt {
+    /// `x`: `[b, heads, t, head_dim]`.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
         if x.track_op() {
-            Ok(crate::fused::rope(x, &cos, &sin)?)
+            Ok(crate::fused::rope(x, &self.cos, &self.sin)?)
         } else {
             Ok(candle_nn::rotary_emb::rope(
                 &x.contiguous()?,
-                &cos.contiguous()?,
-                &sin.contiguous()?,
+                &self.cos.contiguous()?,
+                &self.sin.contiguous()?,
             )?)
         }
     }
 }
 
-/// Keys and values seen so far, one entry per layer: `[b, kv_heads, len, head_dim]`.
+/// Keys and values seen so far, one entry per layer: `[b, kv_heads, len, head_dim]`,
+/// and, for a batch of prompts of different lengths, how many pad tokens
+/// stand before each row's prompt (left padding; see [`Cache::left_padded`]).
 #[derive(Clone, Default)]
 pub struct Cache {
     kv: Vec<Option<(Tensor, Tensor)>>,
+    pads: Vec<usize>,
 }
 
 impl Cache {
     pub fn new(layers: usize) -> Self {
-        Cache { kv: vec![None; layers] }
+        Cache {
+            kv: vec![None; layers],
+            pads: vec![],
+        }
+    }
+    /// A cache for a left-padded batch: row r starts with `pads[r]` pad tokens,
+    /// which no real token attends to and which do not count as positions.
+    pub fn left_padded(layers: usize, pads: Vec<usize>) -> Self {
+        Cache {
+            kv: vec![None; layers],
+            pads,
+        }
     }
     /// Positions already cached.
     pub fn len(&self) -> usize {
@@ -139,6 +184,10 @@ impl Cache {
         for (k, v) in self.kv.iter_mut().flatten() {
             *k = k.index_select(rows, 0)?;
             *v = v.index_select(rows, 0)?;
+        }
+        if !self.pads.is_empty() {
+            let rows = rows.to_vec1::<u32>()?;
+            self.pads = rows.iter().map(|&r| self.pads[r as usize]).collect();
         }
         Ok(())
     }
@@ -159,16 +208,15 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        rotary: &Rotary,
+        rope: &RopeAt,
         mask: Option<&Tensor>,
-        offset: usize,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let shape =
             |y: Tensor, h: usize| -> Result<Tensor> { Ok(y.reshape((b, t, h, self.head_dim))?.transpose(1, 2)?) };
-        let q = rotary.apply(&shape(self.q_proj.forward(x)?, self.heads)?, offset)?;
-        let mut k = rotary.apply(&shape(self.k_proj.forward(x)?, self.kv_heads)?, offset)?;
+        let q = rope.apply(&shape(self.q_proj.forward(x)?, self.heads)?)?;
+        let mut k = rope.apply(&shape(self.k_proj.forward(x)?, self.kv_heads)?)?;
         let mut v = shape(self.v_proj.forward(x)?, self.kv_heads)?.contiguous()?;
         if let Some(entry) = cache {
             if let Some((pk, pv)) = entry.as_ref() {
@@ -249,13 +297,12 @@ impl Layer {
     fn forward(
         &self,
         x: &Tensor,
-        rotary: &Rotary,
+        rope: &RopeAt,
         mask: Option<&Tensor>,
-        offset: usize,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let h = self.input_layernorm.forward(x)?;
-        let x = (x + self.self_attn.forward(&h, rotary, mask, offset, cache)?)?;
+        let x = (x + self.self_attn.forward(&h, rope, mask, cache)?)?;
         let h = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
         Ok((x + h)?)
     }
@@ -268,7 +315,7 @@ impl Layer {
 /// which the trainer adds to the step's gradients ([`Model::take_checkpoint_grads`]).
 struct Recompute {
     layer: Layer,
-    rotary: Rotary,
+    rope: RopeAt,
     mask: Option<Tensor>,
     grads: CheckpointGrads,
 }
@@ -287,7 +334,7 @@ impl Backward for Recompute {
         let x = Var::from_tensor(&x.detach())?;
         let y = self
             .layer
-            .forward(x.as_tensor(), &self.rotary, self.mask.as_ref(), 0, None)
+            .forward(x.as_tensor(), &self.rope, self.mask.as_ref(), None)
             .map_err(candle_core::Error::wrap)?;
         let grads = (y * g.detach())?.sum_all()?.backward()?;
         let mut out = self.grads.lock().expect("checkpoint gradients");
@@ -526,24 +573,67 @@ impl Model {
         Ok(m)
     }
 
+    /// Additive mask `[b, 1, t, offset + t]` of a left-padded batch: the causal
+    /// and window rules of [`Self::mask`], and no real token sees a pad. A pad
+    /// sees itself only, so its (unused) state stays finite.
+    fn padded_mask(&self, t: usize, offset: usize, pads: &[usize]) -> Result<Tensor> {
+        let total = offset + t;
+        let window = self.config.sliding_window.unwrap_or(usize::MAX);
+        let m: Vec<f32> = pads
+            .iter()
+            .flat_map(|&p| {
+                (0..t).flat_map(move |i| {
+                    let qi = offset + i;
+                    (0..total).map(move |j| {
+                        let visible = if qi < p {
+                            j == qi
+                        } else {
+                            j >= p && j <= qi && qi - j < window
+                        };
+                        if visible {
+                            0.0
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    })
+                })
+            })
+            .collect();
+        Ok(Tensor::from_vec(m, (pads.len(), 1, t, total), &self.device)?.to_dtype(self.dtype)?)
+    }
+
     /// Hidden states after the final norm, `[b, t, hidden]`, in the compute dtype.
     pub fn forward_hidden(&self, ids: &Tensor, offset: usize, mut cache: Option<&mut Cache>) -> Result<Tensor> {
-        let (_, t) = ids.dims2()?;
-        let mask = self.mask(t, offset)?;
+        let (b, t) = ids.dims2()?;
+        let pads = cache.as_ref().map(|c| c.pads.clone()).unwrap_or_default();
+        let (mask, rope) = if pads.iter().any(|&p| p > 0) {
+            if pads.len() != b {
+                return Err(crate::Error::msg(format!(
+                    "a cache for {} padded rows was given a batch of {b}",
+                    pads.len()
+                )));
+            }
+            (
+                Some(self.padded_mask(t, offset, &pads)?),
+                self.rotary.at(offset, t, &pads)?,
+            )
+        } else {
+            (self.mask(t, offset)?, self.rotary.at(offset, t, &[])?)
+        };
         let mut x = self.embed_tokens.forward(ids)?.to_dtype(self.dtype)?;
         for (i, layer) in self.layers.iter().enumerate() {
             x = if self.checkpointing && cache.is_none() && !layer.trainable().is_empty() {
-                self.checkpointed(layer, &x, mask.as_ref())?
+                self.checkpointed(layer, &x, &rope, mask.as_ref())?
             } else {
                 let entry = cache.as_deref_mut().map(|c| &mut c.kv[i]);
-                layer.forward(&x, &self.rotary, mask.as_ref(), offset, entry)?
+                layer.forward(&x, &rope, mask.as_ref(), entry)?
             };
         }
         self.norm.forward(&x)
     }
 
     /// One layer under gradient checkpointing (see [`Recompute`]).
-    fn checkpointed(&self, layer: &Layer, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn checkpointed(&self, layer: &Layer, x: &Tensor, rope: &RopeAt, mask: Option<&Tensor>) -> Result<Tensor> {
         let saved = layer.clone();
         // The op must be on the graph even where nothing upstream is trained
         // (the first layer): a leaf variable makes it so.
@@ -554,13 +644,13 @@ impl Model {
         };
         // The same path as the recompute (a tracked input), so both see the same numbers.
         let input = Var::from_tensor(&x.detach())?;
-        let y = layer.forward(input.as_tensor(), &self.rotary, mask, 0, None)?;
+        let y = layer.forward(input.as_tensor(), rope, mask, None)?;
         Ok(crate::fused::attach(
             &x,
             &y,
             Recompute {
                 layer: saved,
-                rotary: self.rotary.clone(),
+                rope: rope.clone(),
                 mask: mask.cloned(),
                 grads: self.checkpoint_grads.clone(),
             },
@@ -579,7 +669,8 @@ impl Model {
     pub fn forward_last(&self, ids: &Tensor, offset: usize, cache: Option<&mut Cache>) -> Result<Tensor> {
         let h = self.forward_hidden(ids, offset, cache)?;
         let t = h.dim(1)?;
-        let last = h.narrow(1, t - 1, 1)?;
+        // Contiguous: for several rows the narrowed view is strided, and quantized kernels need rows packed.
+        let last = h.narrow(1, t - 1, 1)?.contiguous()?;
         Ok(self.lm_head.forward(&last)?.squeeze(1)?.to_dtype(DType::F32)?)
     }
 }

@@ -111,20 +111,46 @@ impl Text2Sql {
         if let Some(p) = pending {
             on_token(&p);
         }
-        let completion = match in_answer {
+        Ok(self.answer(prompt, generation))
+    }
+
+    /// The SQL of a generation after `prompt` (which may end inside the answer:
+    /// the completion then starts with the answer prefix).
+    fn answer(&self, prompt: &str, generation: Generation) -> SqlAnswer {
+        let prefix = &self.settings.answer_prefix;
+        let completion = match !prefix.is_empty() && prompt.ends_with(prefix.as_str()) {
             true => self.settings.with_prefix(&generation.text),
             false => generation.text.clone(),
         };
-        Ok(SqlAnswer {
+        SqlAnswer {
             sql: extract_sql(&completion),
             completion,
             generation,
-        })
+        }
     }
 
     /// Prompt + generate for one question.
     pub fn sql_for(&self, schema: &Schema, question: &str, cfg: &GenerationConfig) -> Result<SqlAnswer> {
         let prompt = self.prompt(schema, question, &[])?;
         self.generate(&prompt, cfg, &mut |_| true)
+    }
+
+    /// Prompt + greedy generation for several questions as one batch (the same
+    /// answers as [`Self::sql_for`] on each; see [`crate::generate::generate_batch`]).
+    pub fn sql_for_batch(&self, items: &[(&Schema, &str)], cfg: &GenerationConfig) -> Result<Vec<SqlAnswer>> {
+        let prompts = items
+            .iter()
+            .map(|(schema, question)| self.prompt(schema, question, &[]))
+            .collect::<Result<Vec<_>>>()?;
+        let ids = prompts
+            .iter()
+            .map(|p| self.tokenizer.encode_prompt(p))
+            .collect::<Result<Vec<_>>>()?;
+        let generations = crate::generate::generate_batch(&self.model, &self.tokenizer, &ids, cfg)?;
+        Ok(prompts
+            .iter()
+            .zip(generations)
+            .map(|(p, g)| self.answer(p, g))
+            .collect())
     }
 }
