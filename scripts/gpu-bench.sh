@@ -13,9 +13,11 @@
 #   4. runs `sqlora eval --device cuda:0` on a few Spider dev examples;
 #   5. prints the table (tok/s, peak GiB, GPU busy %) and writes the JSON lines
 #      to $OUT (or .gpu/out).
-# Usage: scripts/gpu-bench.sh [full|quick|m7]
+# Usage: scripts/gpu-bench.sh [full|quick|m7|ncu]
 #   quick: SmolLM2 only; m7: no tests, the Mistral-7B shape only, with a
-#   profile of one micro-batch, batch 8, and a dense-bf16-base run beside NF4.
+#   profile of one micro-batch, batch 8, and a dense-bf16-base run beside NF4;
+#   ncu: Nsight Compute's per-kernel time summary of two SmolLM2 training steps
+#   (which kernels the time goes to; the same op structure as Mistral-7B).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 G=.gpu
@@ -33,7 +35,7 @@ SQ=$T/sqlora
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 
 MODE=${1:-full}
-if [[ $MODE != m7 ]]; then
+if [[ $MODE != m7 && $MODE != ncu ]]; then
   echo "== CUDA tests"
   "$T/cuda-tests" --test-threads=1 --nocapture 2>&1 | tail -25 | tee "$OUT/tests.txt"
   "$T/sqlora-tests" --test-threads=1 cuda_steps_equal_cpu_steps 2>&1 | tail -4 | tee -a "$OUT/tests.txt"
@@ -41,7 +43,7 @@ fi
 
 echo "== checkpoints"
 [[ $MODE == m7 ]] || python3 $G/shared/peer/gpu/mk_model.py smol "$T/smol" || exit 1
-[[ $MODE == quick ]] || python3 $G/shared/peer/gpu/mk_model.py m7 "$T/m7" || exit 1
+[[ $MODE == quick || $MODE == ncu ]] || python3 $G/shared/peer/gpu/mk_model.py m7 "$T/m7" || exit 1
 
 # busy MODEL LABEL ARGS...: one sqlora bench with 200 ms utilization samples.
 busy() {
@@ -81,6 +83,30 @@ peer() {
     echo "{\"label\": \"$label\", \"error\": \"peer failed\"}" | tee -a "$OUT/results.jsonl"
 }
 
+if [[ $MODE == ncu ]]; then
+  # Kernel durations only (no replay of other metrics), clocks as found.
+  timeout 400 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+    "$SQ" bench train --device cuda:0 --base "$T/smol" --batch 4 --steps 1 --warmup 1 >"$T/ncu.txt" 2>&1
+  python3 - "$T/ncu.txt" <<'PY' | tee "$OUT/ncu-top.txt"
+import re, sys
+# ncu's per-kernel summary: a kernel name line, then metric lines with count and average.
+rows, name = [], None
+for line in open(sys.argv[1], errors="replace"):
+    m = re.match(r"\s{2}(\S.*?)\s+\(\d+, \d+, \d+\)x\(\d+, \d+, \d+\)", line)
+    if m:
+        name = m.group(1)
+    m = re.search(r"gpu__time_duration.sum\s+(\S+)\s+(\d+)\s+([\d.,]+)", line)
+    if m and name:
+        unit, n, avg = m.group(1), int(m.group(2)), float(m.group(3).replace(",", ""))
+        scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit, 1.0)
+        rows.append((n * avg * scale, n, name))
+total = sum(r[0] for r in rows) or 1
+print(f"{'total us':>10} {'share':>6} {'calls':>6}  kernel")
+for t, n, k in sorted(rows, reverse=True)[:40]:
+    print(f"{t:>10.0f} {t / total:>6.1%} {n:>6}  {k[:110]}")
+PY
+  exit 0
+fi
 if [[ $MODE == m7 ]]; then
   busy m7-b4 --base "$T/m7" --batch 4 --grad-accum 2 --steps 6 --warmup 2 --profile
   busy m7-b8 --base "$T/m7" --batch 8 --steps 6 --warmup 2
