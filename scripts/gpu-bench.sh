@@ -87,6 +87,7 @@ if [[ $MODE == ncu ]]; then
   # Kernel durations only (no replay of other metrics), clocks as found.
   timeout 400 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
     "$SQ" bench train --device cuda:0 --base "$T/smol" --batch 4 --steps 1 --warmup 1 >"$T/ncu.txt" 2>&1
+  head -c 15000000 "$T/ncu.txt" >"$OUT/ncu.txt"
   python3 - "$T/ncu.txt" <<'PY' | tee "$OUT/ncu-top.txt"
 import re, sys
 # ncu's per-kernel summary: a kernel name line, then metric lines with count and average.
