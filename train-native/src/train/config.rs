@@ -251,9 +251,49 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.eval_fraction) {
             bail!("config: `eval_fraction` must be in [0, 1), got {}", self.eval_fraction);
         }
-        if self.learning_rate <= 0.0 {
-            bail!("config: `learning_rate` must be positive");
-        }
+        // Comparisons with NaN are false, so a NaN fails each check (a NaN
+        // learning rate used to train an all-NaN adapter).
+        let check = |key: &str, v: f64, ok: bool, want: &str| -> Result<()> {
+            if !ok {
+                bail!("config: `{key}` must be {want}, got {v}");
+            }
+            Ok(())
+        };
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let at_least_0 = |v: f64| v.is_finite() && v >= 0.0;
+        let beta = |v: f64| (0.0..1.0).contains(&v);
+        check(
+            "learning_rate",
+            self.learning_rate,
+            positive(self.learning_rate),
+            "finite and positive",
+        )?;
+        check(
+            "lora_alpha",
+            self.lora_alpha,
+            positive(self.lora_alpha),
+            "finite and positive",
+        )?;
+        check(
+            "adam_epsilon",
+            self.adam_epsilon,
+            positive(self.adam_epsilon),
+            "finite and positive",
+        )?;
+        check(
+            "weight_decay",
+            self.weight_decay,
+            at_least_0(self.weight_decay),
+            "finite and at least 0",
+        )?;
+        check(
+            "max_grad_norm",
+            self.max_grad_norm,
+            at_least_0(self.max_grad_norm),
+            "finite and at least 0",
+        )?;
+        check("adam_beta1", self.adam_beta1, beta(self.adam_beta1), "in [0, 1)")?;
+        check("adam_beta2", self.adam_beta2, beta(self.adam_beta2), "in [0, 1)")?;
         if self.train_data.is_empty() {
             bail!("config: `train_data` names no file");
         }
@@ -303,6 +343,28 @@ mod tests {
         assert_eq!(c.lr_scheduler, "cosine");
         assert_eq!(c.quantization, "nf4");
         assert!(!c.gradient_checkpointing);
+    }
+
+    #[test]
+    fn non_finite_and_out_of_range_numbers_are_refused() {
+        for bad in [
+            "learning_rate=nan",
+            "learning_rate=inf",
+            "learning_rate=0",
+            "lora_alpha=-1",
+            "weight_decay=nan",
+            "adam_beta1=1",
+            "adam_beta2=-0.1",
+            "adam_epsilon=0",
+            "max_grad_norm=inf",
+            "lora_dropout=nan",
+            "warmup_ratio=nan",
+        ] {
+            let e = TrainConfig::resolve(None, &[bad.into()]).expect_err(bad);
+            let key = bad.split('=').next().unwrap();
+            assert!(e.to_string().contains(key), "{bad}: {e}");
+        }
+        assert!(TrainConfig::resolve(None, &["max_grad_norm=0".into(), "weight_decay=0".into()]).is_ok());
     }
 
     #[test]
