@@ -43,6 +43,29 @@ impl Default for GenerationConfig {
     }
 }
 
+impl GenerationConfig {
+    /// Refuse settings that cannot mean anything (NaN or negative temperature,
+    /// top-p outside (0, 1], no beams) before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(crate::Error::msg(format!(
+                "temperature must be finite and at least 0, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(crate::Error::msg(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        if self.num_beams == 0 {
+            return Err(crate::Error::msg("num_beams must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -72,6 +95,7 @@ pub fn generate(
     cfg: &GenerationConfig,
     on_token: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
+    cfg.validate()?;
     if prompt_ids.is_empty() {
         return Err(crate::Error::msg("empty prompt"));
     }
@@ -133,6 +157,7 @@ pub fn generate_batch(
     prompts: &[Vec<u32>],
     cfg: &GenerationConfig,
 ) -> Result<Vec<Generation>> {
+    cfg.validate()?;
     if cfg.temperature > 0.0 || cfg.num_beams > 1 {
         return Err(crate::Error::msg(
             "batched generation is greedy only (temperature 0, one beam)",
@@ -347,4 +372,42 @@ fn beam_search(model: &Model, prompt_ids: &[u32], cfg: &GenerationConfig, stops:
 fn log_softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {
     let lp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
     Ok(lp.to_vec2::<f32>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meaningless_settings_are_refused() {
+        assert!(GenerationConfig::default().validate().is_ok());
+        for bad in [
+            GenerationConfig {
+                temperature: f64::NAN,
+                ..Default::default()
+            },
+            GenerationConfig {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            GenerationConfig {
+                top_p: -3.0,
+                ..Default::default()
+            },
+            GenerationConfig {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            GenerationConfig {
+                top_p: f64::NAN,
+                ..Default::default()
+            },
+            GenerationConfig {
+                num_beams: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
 }

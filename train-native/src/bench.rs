@@ -89,8 +89,9 @@ struct DecodeArgs {
     threads: usize,
     #[arg(long, default_value_t = 128)]
     new_tokens: usize,
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
+    /// Timed runs (after one warm-up); at least 1.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
     /// Run the base dequantized to f32.
     #[arg(long)]
     dequantize: bool,

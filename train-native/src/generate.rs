@@ -69,6 +69,23 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    // Everything that can be checked is checked before the model loads.
+    let cfg = GenerationConfig {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed,
+        num_beams: a.num_beams,
+        stop_strings: a.stop.clone(),
+        stop_ids: vec![],
+    };
+    cfg.validate()?;
+    if let Some(path) = &a.dump_logits {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            anyhow::bail!("--dump-logits {}: its folder does not exist", path.display());
+        }
+    }
     let base = crate::fetch::base_or_default(a.base.as_deref())?;
     let format = crate::train::inference_format(a.dequantize, a.nf4);
     let device = crate::train::parse_device(&a.device)?;
@@ -92,15 +109,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::json!({ "logits": logits }).to_string())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    let cfg = GenerationConfig {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        seed: a.seed,
-        num_beams: a.num_beams,
-        stop_strings: a.stop.clone(),
-        stop_ids: vec![],
-    };
     let mut on_token = |piece: &str| {
         if a.stream {
             eprint!("{piece}");
