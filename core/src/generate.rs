@@ -43,6 +43,18 @@ impl Default for GenerationConfig {
     }
 }
 
+/// A prompt that the model cannot take: `Err` naming its length and the limit,
+/// before any forward pass (a 100 KB schema used to run out of memory).
+fn check_prompt_fits(model: &Model, prompt_tokens: usize) -> Result<()> {
+    let limit = model.context_len();
+    if prompt_tokens >= limit {
+        return Err(crate::Error::msg(format!(
+            "the prompt has {prompt_tokens} tokens; this model takes at most {limit} (prompt and answer together): shorten the schema or question"
+        )));
+    }
+    Ok(())
+}
+
 impl GenerationConfig {
     /// Refuse settings that cannot mean anything (NaN or negative temperature,
     /// top-p outside (0, 1], no beams) before any work starts.
@@ -99,6 +111,13 @@ pub fn generate(
     if prompt_ids.is_empty() {
         return Err(crate::Error::msg("empty prompt"));
     }
+    check_prompt_fits(model, prompt_ids.len())?;
+    // Generation ends at the context's end whatever the token budget says.
+    let budget = cfg.max_new_tokens.min(model.context_len() - prompt_ids.len());
+    let cfg = &GenerationConfig {
+        max_new_tokens: budget,
+        ..cfg.clone()
+    };
     let mut stops = tok.stop_ids();
     stops.extend(&cfg.stop_ids);
     if cfg.num_beams > 1 {
@@ -168,6 +187,12 @@ pub fn generate_batch(
     }
     let Some(longest) = prompts.iter().map(Vec::len).max() else {
         return Ok(vec![]);
+    };
+    check_prompt_fits(model, longest)?;
+    // Padded rows share the longest row's positions: its end of context ends all.
+    let cfg = &GenerationConfig {
+        max_new_tokens: cfg.max_new_tokens.min(model.context_len() - longest),
+        ..cfg.clone()
     };
     let mut stops = tok.stop_ids();
     stops.extend(&cfg.stop_ids);

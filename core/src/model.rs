@@ -366,6 +366,9 @@ pub struct ModelWeights {
     pub lm_head: Option<Linear>,
 }
 
+/// Positions the rotary tables cover (contexts beyond are cut to this).
+const MAX_POSITIONS: usize = 32768;
+
 #[derive(Clone)]
 pub struct Model {
     config: ModelConfig,
@@ -418,7 +421,7 @@ impl Model {
             (None, Embedding::Dense(e)) => Linear::dense(e.clone(), None),
             (None, Embedding::Quantized(q)) => Linear::quantized_arc(q.clone())?,
         };
-        let max_len = config.max_position_embeddings.min(32768);
+        let max_len = config.max_position_embeddings.min(MAX_POSITIONS);
         Ok(Model {
             rotary: Rotary::new(&config, max_len, device)?,
             embed_tokens: w.embed_tokens,
@@ -475,6 +478,11 @@ impl Model {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+    /// Longest sequence (prompt + generated tokens) this model takes: its
+    /// configured context, at most the 32,768 positions of the rotary tables.
+    pub fn context_len(&self) -> usize {
+        self.config.max_position_embeddings.min(MAX_POSITIONS)
     }
     pub fn device(&self) -> &Device {
         &self.device
