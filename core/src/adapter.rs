@@ -201,6 +201,14 @@ impl Adapter {
                 ));
             };
             let t = t.to_dtype(DType::F32)?;
+            // A diverged run's NaNs would merge into every weight they touch.
+            let values = t.flatten_all()?.to_vec1::<f32>()?;
+            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+                return Err(Error::file(
+                    &st_path,
+                    format!("tensor `{name}` holds a non-finite value ({bad}): the training that wrote it diverged"),
+                ));
+            }
             let slot = halves.entry(module.to_string()).or_default();
             if which == 'A' {
                 slot.0 = Some(t);

@@ -322,5 +322,19 @@ fn bad_adapter_files_get_clear_errors() {
     let mut model = f32_model();
     let e = wrong.apply(model.linears_mut()).unwrap_err().to_string();
     assert!(e.contains("q_proj.lora_A") && e.contains("shape"), "{e}");
+
+    // A diverged adapter: one NaN in one B matrix is refused at load.
+    let mut diverged = peer.clone();
+    let (a, b) = diverged.weights["model.layers.5.mlp.down_proj"].clone();
+    let mut bv = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    bv[7] = f32::NAN;
+    let b = Tensor::from_vec(bv, b.dims(), &Device::Cpu).unwrap();
+    diverged.weights.insert("model.layers.5.mlp.down_proj".into(), (a, b));
+    diverged.save(&dir).unwrap();
+    let e = Adapter::load(&dir, &Device::Cpu).unwrap_err().to_string();
+    assert!(
+        e.contains("down_proj.lora_B") && e.contains("non-finite") && e.contains("adapter_model.safetensors"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
