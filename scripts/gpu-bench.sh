@@ -84,27 +84,35 @@ peer() {
 }
 
 if [[ $MODE == ncu ]]; then
-  # Kernel durations only (no replay of other metrics), clocks as found.
-  timeout 400 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-    "$SQ" bench train --device cuda:0 --base "$T/smol" --batch 4 --steps 1 --warmup 1 >"$T/ncu.txt" 2>&1
-  head -c 15000000 "$T/ncu.txt" >"$OUT/ncu.txt"
-  python3 - "$T/ncu.txt" <<'PY' | tee "$OUT/ncu-top.txt"
-import re, sys
-# ncu's per-kernel summary: a kernel name line, then metric lines with count and average.
-rows, name = [], None
-for line in open(sys.argv[1], errors="replace"):
-    m = re.match(r"\s{2}(\S.*?)\s+\(\d+, \d+, \d+\)x\(\d+, \d+, \d+\)", line)
-    if m:
-        name = m.group(1)
-    m = re.search(r"gpu__time_duration.sum\s+(\S+)\s+(\d+)\s+([\d.,]+)", line)
-    if m and name:
-        unit, n, avg = m.group(1), int(m.group(2)), float(m.group(3).replace(",", ""))
-        scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit, 1.0)
-        rows.append((n * avg * scale, n, name))
-total = sum(r[0] for r in rows) or 1
+  # Kernel durations only (no replay of other metrics), clocks as found; one CSV row per launch.
+  timeout 400 ncu --clock-control none --metrics gpu__time_duration.sum --csv --page raw \
+    "$SQ" bench train --device cuda:0 --base "$T/smol" --batch 4 --steps 1 --warmup 1 >"$T/ncu.csv" 2>"$T/ncu.err"
+  head -c 15000000 "$T/ncu.csv" >"$OUT/ncu.csv"
+  tail -20 "$T/ncu.err" >"$OUT/ncu.err"
+  python3 - "$T/ncu.csv" <<'PY' | tee "$OUT/ncu-top.txt"
+import csv, sys
+from collections import defaultdict
+lines = [l for l in open(sys.argv[1], errors="replace") if l.startswith('"')]
+rows = list(csv.reader(lines))
+head = rows[0]
+k, m = head.index("Kernel Name"), head.index("gpu__time_duration.sum")
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}
+unit, total = 1e-3, defaultdict(float)
+calls = defaultdict(int)
+for r in rows[1:]:
+    v = r[m].replace(",", "")
+    try:
+        t = float(v)
+    except ValueError:
+        unit = scale.get(v, unit)  # the units row
+        continue
+    total[r[k]] += t * unit
+    calls[r[k]] += 1
+all_us = sum(total.values()) or 1
+print(f"{len(rows) - 2} launches, {all_us / 1e3:.1f} ms of kernel time")
 print(f"{'total us':>10} {'share':>6} {'calls':>6}  kernel")
-for t, n, k in sorted(rows, reverse=True)[:40]:
-    print(f"{t:>10.0f} {t / total:>6.1%} {n:>6}  {k[:110]}")
+for name, t in sorted(total.items(), key=lambda x: -x[1])[:40]:
+    print(f"{t:>10.0f} {t / all_us:>6.1%} {calls[name]:>6}  {name[:110]}")
 PY
   exit 0
 fi
