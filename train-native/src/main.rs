@@ -19,6 +19,10 @@ mod train;
     about = "Text-to-SQL with 4-bit QLoRA: train, evaluate, export, generate"
 )]
 struct Cli {
+    /// On failure print the whole error chain, one cause a line (and a
+    /// backtrace where RUST_BACKTRACE=1), instead of one line.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,9 +45,10 @@ enum Command {
     Quickstart(quickstart::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     alloc::keep_freed_memory();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let result = match cli.command {
         Command::FetchModel(a) => fetch::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Train(a) => train::run(a),
@@ -51,5 +56,17 @@ fn main() -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Quickstart(a) => quickstart::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line by default: what failed, then why (`error: FILE: what is wrong`).
+            if cli.verbose {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
     }
 }

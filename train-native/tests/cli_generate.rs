@@ -70,7 +70,29 @@ fn bad_inputs_get_clear_errors() {
         "--question",
         "q",
     ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such file"), "{err}");
+    // One line by default; the chain with -v.
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("/no/such/model.gguf"),
+        "{err}"
+    );
+    let out = sqlora(&[
+        "generate",
+        "-v",
+        "--base",
+        "/no/such/model.gguf",
+        "--schema",
+        s,
+        "--question",
+        "q",
+    ]);
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        verbose.contains("Caused by") || verbose.lines().count() > 1,
+        "{verbose}"
+    );
     // A schema that does not parse names the file.
     let bad = dir.join("bad.sql");
     std::fs::write(&bad, "CREATE TABLE (").unwrap();
