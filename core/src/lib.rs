@@ -9,6 +9,7 @@
 pub mod adapter;
 pub mod chat;
 pub mod config;
+pub mod constrain;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod dropout;

@@ -1,0 +1,934 @@
+//! Is a text the beginning of one read-only SQLite query over a schema?
+//!
+//! A recursive-descent parser of SQLite's SELECT (compound selects, joins,
+//! sub-queries, CASE, CAST, the usual functions) run over the whole partial
+//! text. Where the text runs out, the parse stops with [`Halt::Prefix`]:
+//! everything so far fits and more may follow. Names are checked as they are
+//! written (see [`super::scope`]); a partial name at the very end passes only
+//! if it begins a name that would pass.
+//!
+//! Re-parsing the whole text for each candidate token is simpler than keeping
+//! parser states and is cheap at these lengths (a few hundred characters):
+//! see the constrained decoding figures in BENCHMARKS.md.
+
+use super::lexer::{lex, Tail, Tok};
+use super::scope::{feasible, pending_feasible, resolve, ColRef, Columns, Item, Phase, Resolution, SchemaIndex, Scope};
+
+/// Why a parse stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// The text ran out where the query may go on: a valid prefix.
+    Prefix,
+    /// No query starts with this text.
+    Invalid,
+}
+
+type P<T> = Result<T, Halt>;
+
+/// What a text is, as the start of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Invalid,
+    /// A valid prefix (it may or may not already be a whole query).
+    Prefix,
+    /// A whole query ended by `;`: nothing but white space may follow.
+    Ended,
+}
+
+/// Verdict on `text` as the beginning of a query.
+pub fn prefix(schema: &SchemaIndex, text: &str) -> Verdict {
+    let Ok(lexed) = lex(text, false) else {
+        return Verdict::Invalid;
+    };
+    let mut p = Parser::new(schema, &lexed.toks, lexed.tail.as_ref(), false);
+    match p.statement() {
+        Ok(()) => Verdict::Ended,
+        Err(Halt::Prefix) => Verdict::Prefix,
+        Err(Halt::Invalid) => Verdict::Invalid,
+    }
+}
+
+/// Whether `text` is a whole query (it may end here).
+pub fn complete(schema: &SchemaIndex, text: &str) -> bool {
+    let Ok(lexed) = lex(text, true) else {
+        return false;
+    };
+    Parser::new(schema, &lexed.toks, None, true).statement().is_ok()
+}
+
+/// Words that are never names (unless quoted).
+const RESERVED: &[&str] = &[
+    "ALL",
+    "AND",
+    "AS",
+    "ASC",
+    "BETWEEN",
+    "BY",
+    "CASE",
+    "CAST",
+    "COLLATE",
+    "CROSS",
+    "DESC",
+    "DISTINCT",
+    "ELSE",
+    "END",
+    "ESCAPE",
+    "EXCEPT",
+    "EXISTS",
+    "FROM",
+    "FULL",
+    "GLOB",
+    "GROUP",
+    "HAVING",
+    "IN",
+    "INNER",
+    "INTERSECT",
+    "IS",
+    "ISNULL",
+    "JOIN",
+    "LEFT",
+    "LIKE",
+    "LIMIT",
+    "NATURAL",
+    "NOT",
+    "NOTNULL",
+    "NULL",
+    "OFFSET",
+    "ON",
+    "OR",
+    "ORDER",
+    "OUTER",
+    "RIGHT",
+    "SELECT",
+    "THEN",
+    "UNION",
+    "USING",
+    "WHEN",
+    "WHERE",
+];
+
+/// Words that begin an operand.
+const OPERAND_WORDS: &[&str] = &[
+    "NULL",
+    "TRUE",
+    "FALSE",
+    "NOT",
+    "EXISTS",
+    "CASE",
+    "CAST",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURRENT_TIMESTAMP",
+];
+
+/// SQLite's functions that a query over a schema needs. Left out on purpose:
+/// `randomblob`, `zeroblob`, `printf`/`format` (unbounded output), `random`,
+/// `load_extension` and the like.
+const FUNCTIONS: &[&str] = &[
+    "abs",
+    "avg",
+    "coalesce",
+    "count",
+    "date",
+    "datetime",
+    "group_concat",
+    "ifnull",
+    "iif",
+    "instr",
+    "julianday",
+    "length",
+    "lower",
+    "ltrim",
+    "max",
+    "min",
+    "nullif",
+    "replace",
+    "round",
+    "rtrim",
+    "strftime",
+    "substr",
+    "substring",
+    "sum",
+    "time",
+    "total",
+    "trim",
+    "typeof",
+    "upper",
+];
+
+/// Deeper nesting than any real query: refuse rather than overflow the stack.
+const MAX_DEPTH: usize = 48;
+
+fn reserved(w: &str) -> bool {
+    RESERVED.iter().any(|k| k.eq_ignore_ascii_case(w))
+}
+
+/// Does `full` begin with `part`, ignoring ASCII case?
+fn begins(full: &str, part: &str) -> bool {
+    full.len() >= part.len() && full.as_bytes()[..part.len()].eq_ignore_ascii_case(part.as_bytes())
+}
+
+enum Peek<'a> {
+    Tok(&'a Tok),
+    Tail(&'a Tail),
+    End,
+}
+
+struct Parser<'a> {
+    schema: &'a SchemaIndex,
+    toks: &'a [Tok],
+    tail: Option<&'a Tail>,
+    pos: usize,
+    /// The text is whole: running out is an error, not a prefix.
+    complete: bool,
+    scopes: Vec<Scope>,
+    depth: usize,
+    /// `q.*` is allowed (a result column being parsed).
+    star_ok: bool,
+}
+
+impl<'a> Parser<'a> {
+    fn new(schema: &'a SchemaIndex, toks: &'a [Tok], tail: Option<&'a Tail>, complete: bool) -> Self {
+        Parser {
+            schema,
+            toks,
+            tail,
+            pos: 0,
+            complete,
+            scopes: Vec::new(),
+            depth: 0,
+            star_ok: false,
+        }
+    }
+
+    // ------------------------------------------------------------ tokens
+
+    fn peek(&self) -> Peek<'a> {
+        self.peek_at(0)
+    }
+
+    fn peek_at(&self, k: usize) -> Peek<'a> {
+        match self.toks.get(self.pos + k) {
+            Some(t) => Peek::Tok(t),
+            None if self.pos + k == self.toks.len() => self.tail.map_or(Peek::End, Peek::Tail),
+            None => Peek::End,
+        }
+    }
+
+    fn bump(&mut self) {
+        self.pos += 1;
+    }
+
+    /// The text ran out where something is required.
+    fn ran_out(&self) -> Halt {
+        match self.complete {
+            true => Halt::Invalid,
+            false => Halt::Prefix,
+        }
+    }
+
+    /// Takes the keyword `kw` if it is next. A partial word at the end that
+    /// begins it, or the end of a partial text, halts as a valid prefix.
+    fn eat_kw(&mut self, kw: &str) -> P<bool> {
+        match self.peek() {
+            Peek::Tok(Tok::Word(w)) if w.eq_ignore_ascii_case(kw) => {
+                self.bump();
+                Ok(true)
+            }
+            Peek::Tail(Tail::Word(w)) if begins(kw, w) => Err(Halt::Prefix),
+            Peek::End if !self.complete => Err(Halt::Prefix),
+            _ => Ok(false),
+        }
+    }
+
+    fn expect_kw(&mut self, kw: &str) -> P<()> {
+        match self.eat_kw(kw)? {
+            true => Ok(()),
+            false => Err(Halt::Invalid),
+        }
+    }
+
+    fn eat_op(&mut self, op: &str) -> P<bool> {
+        match self.peek() {
+            Peek::Tok(Tok::Op(o)) if *o == op => {
+                self.bump();
+                Ok(true)
+            }
+            Peek::Tail(Tail::Op(c)) if op.starts_with(*c) => Err(Halt::Prefix),
+            Peek::End if !self.complete => Err(Halt::Prefix),
+            _ => Ok(false),
+        }
+    }
+
+    fn expect_op(&mut self, op: &str) -> P<()> {
+        match self.eat_op(op)? {
+            true => Ok(()),
+            false => Err(Halt::Invalid),
+        }
+    }
+
+    fn at_kw(&self, kw: &str) -> bool {
+        matches!(self.peek(), Peek::Tok(Tok::Word(w)) if w.eq_ignore_ascii_case(kw))
+    }
+
+    fn enter(&mut self) -> P<()> {
+        self.depth += 1;
+        match self.depth > MAX_DEPTH {
+            true => Err(Halt::Invalid),
+            false => Ok(()),
+        }
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    /// A name that `ok` accepts; a partial name passes if it begins one of
+    /// `candidates` that `ok` accepts.
+    fn name_in(&mut self, candidates: &[&str], ok: &dyn Fn(&str) -> bool) -> P<String> {
+        let name = self.name_at(candidates, ok)?;
+        self.bump();
+        Ok(name)
+    }
+
+    /// [`Self::name_in`] without taking the token.
+    fn name_at(&self, candidates: &[&str], ok: &dyn Fn(&str) -> bool) -> P<String> {
+        match self.peek() {
+            Peek::Tok(Tok::Word(w)) | Peek::Tok(Tok::Quoted(w)) | Peek::Tok(Tok::DoubleQuoted(w))
+                if !(matches!(self.peek(), Peek::Tok(Tok::Word(_))) && reserved(w)) =>
+            {
+                let name = w.to_ascii_lowercase();
+                match ok(&name) {
+                    true => Ok(name),
+                    false => Err(Halt::Invalid),
+                }
+            }
+            Peek::Tail(Tail::Word(w)) | Peek::Tail(Tail::Quoted(w, _)) => {
+                match candidates.iter().any(|c| begins(c, w) && ok(c)) {
+                    true => Err(Halt::Prefix),
+                    false => Err(Halt::Invalid),
+                }
+            }
+            Peek::End => Err(self.ran_out()),
+            _ => Err(Halt::Invalid),
+        }
+    }
+
+    /// Any name (an alias being defined).
+    fn free_name(&mut self) -> P<String> {
+        self.name_in(&[], &|_| true).or_else(|h| match self.peek() {
+            // Any partial name can become a fresh one.
+            Peek::Tail(Tail::Word(_)) | Peek::Tail(Tail::Quoted(..)) => Err(Halt::Prefix),
+            _ => Err(h),
+        })
+    }
+
+    /// `[AS] alias`, if there is one.
+    fn alias(&mut self) -> P<Option<String>> {
+        if self.eat_kw("AS")? {
+            return self.free_name().map(Some);
+        }
+        match self.peek() {
+            Peek::Tok(Tok::Word(w)) if !reserved(w) => {
+                let name = w.to_ascii_lowercase();
+                self.bump();
+                Ok(Some(name))
+            }
+            Peek::Tok(Tok::Quoted(w)) => {
+                let name = w.to_ascii_lowercase();
+                self.bump();
+                Ok(Some(name))
+            }
+            // A partial word may be an alias or a keyword still being written.
+            Peek::Tail(Tail::Word(_)) | Peek::Tail(Tail::Quoted(..)) => Err(Halt::Prefix),
+            _ => Ok(None),
+        }
+    }
+
+    // ------------------------------------------------------------ names
+
+    fn scope(&mut self) -> &mut Scope {
+        self.scopes.last_mut().expect("inside a SELECT")
+    }
+
+    /// Whether the reference may be written here (see [`super::scope`]).
+    fn ref_ok(&self, r: &ColRef) -> bool {
+        let scope = self.scopes.last().expect("inside a SELECT");
+        match scope.phase {
+            Phase::Select => feasible(self.schema, scope, r),
+            Phase::From | Phase::Bound => resolve(self.schema, &self.scopes, r) == Resolution::Found,
+        }
+    }
+
+    fn column_ref(&mut self, r: ColRef) -> P<()> {
+        if !self.ref_ok(&r) {
+            return Err(Halt::Invalid);
+        }
+        if self.scope().phase == Phase::Select {
+            self.scope().pending.push(r);
+        }
+        Ok(())
+    }
+
+    /// Whether `q` can qualify a column here.
+    fn qualifier_ok(&self, q: &str) -> bool {
+        for (depth, s) in self.scopes.iter().rev().enumerate() {
+            if s.phase == Phase::Select || (depth > 0 && s.phase != Phase::Bound) {
+                return true; // FROM may still name it
+            }
+            if s.items.iter().any(|i| i.exposed == q) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Names an operand may begin with here: columns and qualifiers in reach.
+    fn names_in_reach(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in self.scopes.iter().rev() {
+            if s.phase != Phase::Bound && s.phase != Phase::From {
+                out.extend(self.schema.columns.iter().cloned());
+                out.extend(self.schema.tables.iter().map(|t| t.name.clone()));
+                break;
+            }
+            for i in &s.items {
+                out.push(i.exposed.clone());
+                out.extend(i.columns(self.schema).iter().cloned());
+            }
+            out.extend(s.outputs.iter().cloned());
+        }
+        out
+    }
+
+    /// Could a partial word `w` begin an operand here?
+    fn operand_word_ok(&self, w: &str) -> bool {
+        if OPERAND_WORDS.iter().any(|k| begins(k, w)) || FUNCTIONS.iter().any(|f| begins(f, w)) {
+            return true;
+        }
+        if self.scopes.last().is_some_and(|s| s.phase == Phase::Select) {
+            return true; // any word may be an alias that FROM will define
+        }
+        let lw = w.to_ascii_lowercase();
+        self.names_in_reach().iter().any(|n| {
+            begins(n, &lw)
+                && (self.qualifier_ok(n)
+                    || self.ref_ok(&ColRef {
+                        qual: None,
+                        col: n.clone(),
+                    }))
+        })
+    }
+
+    // ------------------------------------------------------------ statements
+
+    fn statement(&mut self) -> P<()> {
+        self.select_stmt()?;
+        self.eat_op(";")?;
+        match self.peek() {
+            Peek::End => Ok(()),
+            _ => Err(Halt::Invalid),
+        }
+    }
+
+    /// A full SELECT (compound parts, ORDER BY, LIMIT); returns the output
+    /// names of its first part (a derived table's columns).
+    fn select_stmt(&mut self) -> P<Vec<String>> {
+        self.enter()?;
+        let (names, mut last) = self.select_core()?;
+        loop {
+            let compound = if self.eat_kw("UNION")? {
+                self.eat_kw("ALL")?;
+                true
+            } else {
+                self.eat_kw("INTERSECT")? || self.eat_kw("EXCEPT")?
+            };
+            if !compound {
+                break;
+            }
+            last = self.select_core()?.1;
+        }
+        self.scopes.push(last);
+        if self.eat_kw("ORDER")? {
+            self.expect_kw("BY")?;
+            loop {
+                self.expr()?;
+                if !self.eat_kw("ASC")? {
+                    self.eat_kw("DESC")?;
+                }
+                if !self.eat_op(",")? {
+                    break;
+                }
+            }
+        }
+        if self.eat_kw("LIMIT")? {
+            self.expr()?;
+            if self.eat_kw("OFFSET")? || self.eat_op(",")? {
+                self.expr()?;
+            }
+        }
+        self.scopes.pop();
+        self.leave();
+        Ok(names)
+    }
+
+    /// `SELECT … [FROM …] [WHERE …] [GROUP BY … [HAVING …]]`; returns the
+    /// output names and the finished scope (for ORDER BY).
+    fn select_core(&mut self) -> P<(Vec<String>, Scope)> {
+        self.expect_kw("SELECT")?;
+        self.scopes.push(Scope::new());
+        if !self.eat_kw("DISTINCT")? {
+            self.eat_kw("ALL")?;
+        }
+        let mut names = Vec::new();
+        let mut star = false;
+        loop {
+            if self.eat_op("*")? {
+                star = true;
+            } else {
+                let start = self.pos;
+                self.star_ok = true;
+                let r = self.expr();
+                self.star_ok = false;
+                r?;
+                let simple = self.simple_column(start);
+                match self.alias()? {
+                    Some(a) => {
+                        self.scope().outputs.push(a.clone());
+                        names.push(a);
+                    }
+                    None => names.push(simple.unwrap_or_default()),
+                }
+            }
+            if !self.eat_op(",")? {
+                break;
+            }
+        }
+        if self.eat_kw("FROM")? {
+            self.scope().phase = Phase::From;
+            self.from_clause()?;
+        }
+        let schema = self.schema;
+        let pending = std::mem::take(&mut self.scope().pending);
+        self.scope().phase = Phase::Bound;
+        if pending
+            .iter()
+            .any(|r| resolve(schema, &self.scopes, r) != Resolution::Found)
+        {
+            return Err(Halt::Invalid);
+        }
+        if star {
+            let items = self.scope().items.clone();
+            names.extend(items.iter().flat_map(|i| i.columns(schema).to_vec()));
+        }
+        if self.eat_kw("WHERE")? {
+            self.expr()?;
+        }
+        if self.eat_kw("GROUP")? {
+            self.expect_kw("BY")?;
+            self.expr()?;
+            while self.eat_op(",")? {
+                self.expr()?;
+            }
+            if self.eat_kw("HAVING")? {
+                self.expr()?;
+            }
+        }
+        let scope = self.scopes.pop().expect("pushed above");
+        Ok((names, scope))
+    }
+
+    /// The column name of a result column that is a bare or qualified column.
+    fn simple_column(&self, start: usize) -> Option<String> {
+        let name = |t: &Tok| match t {
+            Tok::Word(w) | Tok::Quoted(w) | Tok::DoubleQuoted(w) => Some(w.to_ascii_lowercase()),
+            _ => None,
+        };
+        match &self.toks[start..self.pos] {
+            [t] => name(t),
+            [_, Tok::Op("."), t] => name(t),
+            _ => None,
+        }
+    }
+
+    fn from_clause(&mut self) -> P<()> {
+        let mut joined = false;
+        loop {
+            self.from_item()?;
+            if joined {
+                if self.eat_kw("ON")? {
+                    self.expr()?;
+                } else if self.eat_kw("USING")? {
+                    self.expect_op("(")?;
+                    loop {
+                        self.free_name()?;
+                        if !self.eat_op(",")? {
+                            break;
+                        }
+                    }
+                    self.expect_op(")")?;
+                }
+            }
+            joined = true;
+            if self.eat_op(",")? {
+                continue;
+            }
+            let natural = self.eat_kw("NATURAL")?;
+            if self.eat_kw("LEFT")? {
+                self.eat_kw("OUTER")?;
+                self.expect_kw("JOIN")?;
+            } else if self.eat_kw("INNER")? || self.eat_kw("CROSS")? {
+                self.expect_kw("JOIN")?;
+            } else if !self.eat_kw("JOIN")? {
+                return match natural {
+                    true => Err(Halt::Invalid),
+                    false => Ok(()),
+                };
+            }
+        }
+    }
+
+    /// A table (or sub-query) with its alias, checked against the pending
+    /// select-list references.
+    fn from_item(&mut self) -> P<()> {
+        let schema = self.schema;
+        let columns = if self.eat_op("(")? {
+            // A derived table sees nothing of the query around it.
+            let outer = std::mem::take(&mut self.scopes);
+            let names = self.select_stmt();
+            self.scopes = outer;
+            let names = names?;
+            self.expect_op(")")?;
+            Columns::Derived(names)
+        } else {
+            let tables: Vec<&str> = schema.tables.iter().map(|t| t.name.as_str()).collect();
+            let scope = self.scopes.last().expect("inside a SELECT").clone();
+            // A table that makes a select-list column ambiguous can never be undone.
+            let ok = |name: &str| {
+                let Some(t) = schema.table(name) else {
+                    return false;
+                };
+                let mut s = scope.clone();
+                s.items.push(Item {
+                    exposed: String::new(),
+                    columns: Columns::Table(t),
+                });
+                s.pending
+                    .iter()
+                    .filter(|r| r.qual.is_none())
+                    .all(|r| feasible(schema, &s, r))
+            };
+            let name = self.name_in(&tables, &ok)?;
+            Columns::Table(schema.table(&name).expect("checked by name_in"))
+        };
+        let exposed = match (self.alias()?, &columns) {
+            (Some(a), _) => a,
+            (None, Columns::Table(t)) => schema.tables[*t].name.clone(),
+            (None, Columns::Derived(_)) => String::new(),
+        };
+        let scope = self.scope();
+        if !exposed.is_empty() && scope.items.iter().any(|i| i.exposed == exposed) {
+            return Err(Halt::Invalid);
+        }
+        scope.items.push(Item { exposed, columns });
+        match pending_feasible(schema, self.scope()) {
+            true => Ok(()),
+            false => Err(Halt::Invalid),
+        }
+    }
+
+    // ------------------------------------------------------------ expressions
+
+    fn expr(&mut self) -> P<()> {
+        self.enter()?;
+        self.and_expr()?;
+        while self.eat_kw("OR")? {
+            self.and_expr()?;
+        }
+        self.leave();
+        Ok(())
+    }
+
+    fn and_expr(&mut self) -> P<()> {
+        self.not_expr()?;
+        while self.eat_kw("AND")? {
+            self.not_expr()?;
+        }
+        Ok(())
+    }
+
+    fn not_expr(&mut self) -> P<()> {
+        if self.eat_kw("NOT")? {
+            self.enter()?;
+            self.not_expr()?;
+            self.leave();
+            return Ok(());
+        }
+        self.comparison()
+    }
+
+    fn comparison(&mut self) -> P<()> {
+        self.additive()?;
+        loop {
+            if self.eat_any_op(&["=", "==", "!=", "<>", "<", "<=", ">", ">="])? {
+                self.additive()?;
+                continue;
+            }
+            let negated = self.eat_kw("NOT")?;
+            if self.eat_kw("LIKE")? || self.eat_kw("GLOB")? {
+                self.additive()?;
+                if self.eat_kw("ESCAPE")? {
+                    self.additive()?;
+                }
+            } else if self.eat_kw("BETWEEN")? {
+                self.additive()?;
+                self.expect_kw("AND")?;
+                self.additive()?;
+            } else if self.eat_kw("IN")? {
+                self.expect_op("(")?;
+                if self.at_kw("SELECT") || matches!(self.peek(), Peek::Tail(Tail::Word(w)) if begins("SELECT", w)) {
+                    self.select_stmt()?;
+                } else {
+                    self.expr_list()?;
+                }
+                self.expect_op(")")?;
+            } else if negated {
+                self.expect_kw("NULL")?;
+            } else if self.eat_kw("IS")? {
+                self.eat_kw("NOT")?;
+                self.additive()?;
+            } else if !(self.eat_kw("ISNULL")? || self.eat_kw("NOTNULL")?) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn eat_any_op(&mut self, ops: &[&str]) -> P<bool> {
+        for op in ops {
+            if self.eat_op(op)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn expr_list(&mut self) -> P<()> {
+        self.expr()?;
+        while self.eat_op(",")? {
+            self.expr()?;
+        }
+        Ok(())
+    }
+
+    fn additive(&mut self) -> P<()> {
+        self.multiplicative()?;
+        while self.eat_any_op(&["+", "-", "||"])? {
+            self.multiplicative()?;
+        }
+        Ok(())
+    }
+
+    fn multiplicative(&mut self) -> P<()> {
+        self.unary()?;
+        while self.eat_any_op(&["*", "/", "%"])? {
+            self.unary()?;
+        }
+        Ok(())
+    }
+
+    fn unary(&mut self) -> P<()> {
+        if self.eat_any_op(&["-", "+"])? {
+            self.enter()?;
+            self.unary()?;
+            self.leave();
+            return Ok(());
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> P<()> {
+        match self.peek() {
+            Peek::Tok(Tok::Num) | Peek::Tok(Tok::Str) => self.bump(),
+            // A column when one has the name, else a string (SQLite's rule).
+            Peek::Tok(Tok::DoubleQuoted(_)) => self.bump(),
+            Peek::Tok(Tok::Quoted(w)) => {
+                let w = w.to_ascii_lowercase();
+                self.bump();
+                self.after_name(w)?;
+            }
+            Peek::Tok(Tok::Op("(")) => {
+                self.bump();
+                if self.at_kw("SELECT") || matches!(self.peek(), Peek::Tail(Tail::Word(w)) if begins("SELECT", w)) {
+                    self.select_stmt()?;
+                } else {
+                    self.expr_list()?;
+                }
+                self.expect_op(")")?;
+            }
+            Peek::Tok(Tok::Word(w)) => {
+                let upper = w.to_ascii_uppercase();
+                match upper.as_str() {
+                    "NULL" | "TRUE" | "FALSE" | "CURRENT_DATE" | "CURRENT_TIME" | "CURRENT_TIMESTAMP" => self.bump(),
+                    "CASE" => self.case_expr()?,
+                    "CAST" => self.cast_expr()?,
+                    "EXISTS" => {
+                        self.bump();
+                        self.expect_op("(")?;
+                        self.select_stmt()?;
+                        self.expect_op(")")?;
+                    }
+                    _ if reserved(&upper) => return Err(Halt::Invalid),
+                    _ => {
+                        let w = w.to_ascii_lowercase();
+                        self.bump();
+                        self.after_name(w)?;
+                    }
+                }
+            }
+            Peek::Tail(Tail::Word(w)) => {
+                return Err(match self.operand_word_ok(w) {
+                    true => Halt::Prefix,
+                    false => Halt::Invalid,
+                })
+            }
+            Peek::Tail(Tail::Str) | Peek::Tail(Tail::Quoted(_, true)) => return Err(Halt::Prefix),
+            Peek::Tail(Tail::Quoted(w, false)) => {
+                return Err(match self.operand_word_ok(w) {
+                    true => Halt::Prefix,
+                    false => Halt::Invalid,
+                })
+            }
+            Peek::End => return Err(self.ran_out()),
+            _ => return Err(Halt::Invalid),
+        }
+        Ok(())
+    }
+
+    /// After a name in an operand: a function call, a qualified column or a column.
+    fn after_name(&mut self, name: String) -> P<()> {
+        match self.peek() {
+            Peek::Tok(Tok::Op("(")) => self.call(&name),
+            Peek::Tok(Tok::Op(".")) => {
+                if !self.qualifier_ok(&name) {
+                    return Err(Halt::Invalid);
+                }
+                self.bump();
+                self.qualified_column(name)
+            }
+            // `name ` then the end: a column, or a function or qualifier still to come.
+            Peek::End if !self.complete => {
+                let col = ColRef {
+                    qual: None,
+                    col: name.clone(),
+                };
+                match FUNCTIONS.contains(&name.as_str()) || self.qualifier_ok(&name) || self.ref_ok(&col) {
+                    true => Err(Halt::Prefix),
+                    false => Err(Halt::Invalid),
+                }
+            }
+            _ => self.column_ref(ColRef { qual: None, col: name }),
+        }
+    }
+
+    fn qualified_column(&mut self, qual: String) -> P<()> {
+        let q = Some(qual);
+        match self.peek() {
+            Peek::Tok(Tok::Op("*")) if self.star_ok => {
+                self.bump();
+                self.column_ref(ColRef {
+                    qual: q,
+                    col: "*".into(),
+                })
+            }
+            _ => {
+                let cols: Vec<String> = self
+                    .schema
+                    .columns
+                    .iter()
+                    .cloned()
+                    .chain(self.names_in_reach())
+                    .collect();
+                let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+                let ok = |c: &str| {
+                    self.ref_ok(&ColRef {
+                        qual: q.clone(),
+                        col: c.to_string(),
+                    })
+                };
+                let col = self.name_at(&cols, &ok)?;
+                self.bump();
+                self.column_ref(ColRef { qual: q, col })
+            }
+        }
+    }
+
+    fn call(&mut self, name: &str) -> P<()> {
+        if !FUNCTIONS.contains(&name) {
+            return Err(Halt::Invalid);
+        }
+        self.expect_op("(")?;
+        let star_ok = std::mem::replace(&mut self.star_ok, false);
+        let r = self.call_args(name);
+        self.star_ok = star_ok;
+        r
+    }
+
+    fn call_args(&mut self, name: &str) -> P<()> {
+        if name == "count" && self.eat_op("*")? {
+            return self.expect_op(")");
+        }
+        if self.eat_op(")")? {
+            return Ok(());
+        }
+        self.eat_kw("DISTINCT")?;
+        self.expr_list()?;
+        self.expect_op(")")
+    }
+
+    fn case_expr(&mut self) -> P<()> {
+        self.bump(); // CASE
+        if !self.at_kw("WHEN") {
+            self.expr()?;
+        }
+        self.expect_kw("WHEN")?;
+        loop {
+            self.expr()?;
+            self.expect_kw("THEN")?;
+            self.expr()?;
+            if !self.eat_kw("WHEN")? {
+                break;
+            }
+        }
+        if self.eat_kw("ELSE")? {
+            self.expr()?;
+        }
+        self.expect_kw("END")
+    }
+
+    fn cast_expr(&mut self) -> P<()> {
+        self.bump(); // CAST
+        self.expect_op("(")?;
+        self.expr()?;
+        self.expect_kw("AS")?;
+        self.free_name()?;
+        if self.eat_op("(")? {
+            self.expect_num()?;
+            if self.eat_op(",")? {
+                self.expect_num()?;
+            }
+            self.expect_op(")")?;
+        }
+        self.expect_op(")")
+    }
+
+    fn expect_num(&mut self) -> P<()> {
+        match self.peek() {
+            Peek::Tok(Tok::Num) => {
+                self.bump();
+                Ok(())
+            }
+            Peek::End => Err(self.ran_out()),
+            _ => Err(Halt::Invalid),
+        }
+    }
+}
