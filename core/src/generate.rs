@@ -8,6 +8,7 @@ use candle_core::{DType, Tensor, D};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
+use crate::constrain::{SqlConstraint, SqlState};
 use crate::model::{Cache, Model};
 use crate::tokenizer::Tokenizer;
 use crate::Result;
@@ -27,6 +28,9 @@ pub struct GenerationConfig {
     pub stop_strings: Vec<String>,
     /// Extra ids that end generation, besides the tokenizer's EOS/end-of-turn.
     pub stop_ids: Vec<u32>,
+    /// Keep the answer one read-only query over the question's schema
+    /// ([`crate::constrain`]); applied where a schema is known (`Text2Sql`).
+    pub constrain: bool,
 }
 
 impl Default for GenerationConfig {
@@ -39,6 +43,7 @@ impl Default for GenerationConfig {
             num_beams: 1,
             stop_strings: Vec::new(),
             stop_ids: Vec::new(),
+            constrain: true,
         }
     }
 }
@@ -86,6 +91,10 @@ pub enum StopReason {
     MaxTokens,
     /// The callback asked to stop (the browser's Stop button).
     Cancelled,
+    /// The query ended with `;` (constrained decoding).
+    EndOfQuery,
+    /// No token could continue the query (constrained decoding).
+    NoValidToken,
 }
 
 #[derive(Debug, Clone)]
@@ -100,11 +109,13 @@ pub struct Generation {
 
 /// Generate after `prompt_ids`. `on_token` receives each new piece of text as it
 /// is decoded and returns `false` to stop. Beam search calls it once, at the end.
+/// With a `constraint`, every token keeps the output a query it allows.
 pub fn generate(
     model: &Model,
     tok: &Tokenizer,
     prompt_ids: &[u32],
     cfg: &GenerationConfig,
+    constraint: Option<&SqlConstraint>,
     on_token: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
     cfg.validate()?;
@@ -121,9 +132,10 @@ pub fn generate(
     let mut stops = tok.stop_ids();
     stops.extend(&cfg.stop_ids);
     if cfg.num_beams > 1 {
-        let ids = beam_search(model, prompt_ids, cfg, &stops)?;
+        let (ids, ended) = beam_search(model, prompt_ids, cfg, &stops, constraint)?;
         let (ids, stop) = match ids.last() {
             Some(last) if stops.contains(last) => (ids[..ids.len() - 1].to_vec(), StopReason::Eos),
+            _ if ended => (ids, StopReason::EndOfQuery),
             _ => (ids, StopReason::MaxTokens),
         };
         let mut text = tok.decode(&ids, true)?;
@@ -154,27 +166,59 @@ pub fn generate(
     };
     let mut sampler = LogitsProcessor::from_sampling(cfg.seed, sampling);
     let mut cache = model.new_cache();
-    let mut row = Decoding::new(tok);
+    let mut row = Decoding::new(tok, constraint);
     let mut input = Tensor::new(prompt_ids, model.device())?.unsqueeze(0)?;
     while !row.done {
         let offset = cache.len();
         let logits = model.forward_last(&input, offset, Some(&mut cache))?.squeeze(0)?;
-        let next = sampler.sample(&logits.to_dtype(DType::F32)?)?;
+        let logits = logits.to_dtype(DType::F32)?;
+        let next = match row.guide() {
+            None => Some(sampler.sample(&logits)?),
+            Some((c, state)) if cfg.temperature <= 0.0 => c.best_allowed(state, &logits.to_vec1()?, 1).first().copied(),
+            Some((c, state)) => sample_allowed(&mut sampler, c, state, logits.to_vec1()?)?,
+        };
+        let Some(next) = next else {
+            row.halt(StopReason::NoValidToken);
+            break;
+        };
         row.push(next, &stops, cfg, on_token)?;
         input = Tensor::new(&[next], model.device())?.unsqueeze(0)?;
     }
     row.finish(prompt_ids.len(), on_token)
 }
 
+/// A sample among the tokens `c` allows: draw, and redraw without a refused
+/// token until one fits (the model's distribution renormalised over what fits).
+fn sample_allowed(
+    sampler: &mut LogitsProcessor,
+    c: &SqlConstraint,
+    state: &SqlState,
+    mut logits: Vec<f32>,
+) -> Result<Option<u32>> {
+    // Past a few refusals the distribution is far from what fits: take the
+    // best that fits rather than draw over the whole vocabulary again and again.
+    for _ in 0..16 {
+        let t = Tensor::new(logits.as_slice(), &candle_core::Device::Cpu)?;
+        let id = sampler.sample(&t)?;
+        if c.allows(state, id) {
+            return Ok(Some(id));
+        }
+        logits[id as usize] = f32::NEG_INFINITY;
+    }
+    Ok(c.best_allowed(state, &logits, 1).first().copied())
+}
+
 /// Greedy decoding of several prompts as one batch (left-padded, one shared
 /// cache): the same outputs as [`generate`] with a greedy `cfg` on each
 /// prompt alone, in one forward pass per step for all of them. Sampling and
 /// beam search are not batched (an error here; call [`generate`]).
+/// `constraints`: one per prompt, or empty for none.
 pub fn generate_batch(
     model: &Model,
     tok: &Tokenizer,
     prompts: &[Vec<u32>],
     cfg: &GenerationConfig,
+    constraints: &[SqlConstraint],
 ) -> Result<Vec<Generation>> {
     cfg.validate()?;
     if cfg.temperature > 0.0 || cfg.num_beams > 1 {
@@ -184,6 +228,9 @@ pub fn generate_batch(
     }
     if prompts.iter().any(Vec::is_empty) {
         return Err(crate::Error::msg("empty prompt"));
+    }
+    if !constraints.is_empty() && constraints.len() != prompts.len() {
+        return Err(crate::Error::msg("one constraint per prompt, or none"));
     }
     let Some(longest) = prompts.iter().map(Vec::len).max() else {
         return Ok(vec![]);
@@ -205,12 +252,27 @@ pub fn generate_batch(
     let dev = model.device();
     let mut input = Tensor::from_vec(ids, (prompts.len(), longest), dev)?;
     let mut cache = Cache::left_padded(model.config().num_hidden_layers, pads);
-    let mut rows: Vec<Decoding> = prompts.iter().map(|_| Decoding::new(tok)).collect();
+    let mut rows: Vec<Decoding> = (0..prompts.len())
+        .map(|i| Decoding::new(tok, constraints.get(i)))
+        .collect();
     let mut quiet = |_: &str| true;
     while rows.iter().any(|r| !r.done) {
         let offset = cache.len();
-        let logits = model.forward_last(&input, offset, Some(&mut cache))?;
-        let next = logits.to_dtype(DType::F32)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let logits = model
+            .forward_last(&input, offset, Some(&mut cache))?
+            .to_dtype(DType::F32)?;
+        let mut next = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        if !constraints.is_empty() {
+            let scores = logits.to_vec2::<f32>()?;
+            for (i, row) in rows.iter_mut().enumerate() {
+                if let Some((c, state)) = row.guide().filter(|_| !row.done) {
+                    match c.best_allowed(state, &scores[i], 1).first() {
+                        Some(&id) => next[i] = id,
+                        None => row.halt(StopReason::NoValidToken),
+                    }
+                }
+            }
+        }
         for (row, &id) in rows.iter_mut().zip(&next) {
             if !row.done {
                 row.push(id, &stops, cfg, &mut quiet)?;
@@ -232,17 +294,28 @@ struct Decoding<'t> {
     ids: Vec<u32>,
     stop: StopReason,
     done: bool,
+    /// The constraint and where the query stands under it.
+    guide: Option<(&'t SqlConstraint, SqlState)>,
 }
 
 impl<'t> Decoding<'t> {
-    fn new(tok: &'t Tokenizer) -> Self {
+    fn new(tok: &'t Tokenizer, constraint: Option<&'t SqlConstraint>) -> Self {
         Decoding {
             stream: tok.stream(true),
             text: String::new(),
             ids: Vec::new(),
             stop: StopReason::MaxTokens,
             done: false,
+            guide: constraint.map(|c| (c, c.start())),
         }
+    }
+
+    fn guide(&self) -> Option<(&'t SqlConstraint, &SqlState)> {
+        self.guide.as_ref().map(|(c, s)| (*c, s))
+    }
+
+    fn halt(&mut self, why: StopReason) {
+        (self.stop, self.done) = (why, true);
     }
 
     /// Take the next id: stop at a stop id, a stop string (cut before it), the
@@ -263,6 +336,9 @@ impl<'t> Decoding<'t> {
             return Ok(());
         }
         self.ids.push(next);
+        if let Some((c, state)) = &mut self.guide {
+            c.advance(state, next);
+        }
         let piece = self.stream.push(next)?;
         let before = self.text.len();
         self.text.push_str(&piece);
@@ -273,6 +349,8 @@ impl<'t> Decoding<'t> {
             (self.stop, self.done) = (StopReason::StopString, true);
         } else if !piece.is_empty() && !on_token(&piece) {
             (self.stop, self.done) = (StopReason::Cancelled, true);
+        } else if self.guide.as_ref().is_some_and(|(_, s)| s.ended) {
+            (self.stop, self.done) = (StopReason::EndOfQuery, true);
         } else if self.ids.len() >= cfg.max_new_tokens {
             self.done = true;
         }
@@ -280,6 +358,17 @@ impl<'t> Decoding<'t> {
     }
 
     fn finish(mut self, prompt_tokens: usize, on_token: &mut dyn FnMut(&str) -> bool) -> Result<Generation> {
+        // Out of budget inside a query: keep its longest whole beginning.
+        if let Some((c, state)) = &self.guide {
+            let unfinished = matches!(self.stop, StopReason::MaxTokens | StopReason::NoValidToken);
+            if unfinished && !c.grammar().is_complete(&state.text) {
+                if let Some((k, tail)) = c.finish(state) {
+                    self.ids.truncate(k);
+                    self.text = self.stream_text()? + &tail;
+                    return Ok(self.into_generation(prompt_tokens));
+                }
+            }
+        }
         if self.stop != StopReason::StopString {
             let rest = self.stream.finish()?;
             if !rest.is_empty() {
@@ -287,12 +376,21 @@ impl<'t> Decoding<'t> {
                 on_token(&rest);
             }
         }
-        Ok(Generation {
+        Ok(self.into_generation(prompt_tokens))
+    }
+
+    /// The text of the ids kept.
+    fn stream_text(&self) -> Result<String> {
+        self.stream.tokenizer().decode(&self.ids, true)
+    }
+
+    fn into_generation(self, prompt_tokens: usize) -> Generation {
+        Generation {
             ids: self.ids,
             text: self.text,
             stop: self.stop,
             prompt_tokens,
-        })
+        }
     }
 }
 
@@ -318,6 +416,8 @@ struct Beam {
     ids: Vec<u32>,
     /// Sum of log-probabilities.
     score: f64,
+    /// The query so far, under a constraint.
+    sql: Option<SqlState>,
 }
 
 impl Beam {
@@ -327,8 +427,15 @@ impl Beam {
     }
 }
 
-/// Beam search with `num_beams` hypotheses decoded as one batch sharing one cache.
-fn beam_search(model: &Model, prompt_ids: &[u32], cfg: &GenerationConfig, stops: &[u32]) -> Result<Vec<u32>> {
+/// Beam search with `num_beams` hypotheses decoded as one batch sharing one
+/// cache. Returns the best ids and whether they end the query (`;`).
+fn beam_search(
+    model: &Model,
+    prompt_ids: &[u32],
+    cfg: &GenerationConfig,
+    stops: &[u32],
+    constraint: Option<&SqlConstraint>,
+) -> Result<(Vec<u32>, bool)> {
     let n = cfg.num_beams;
     let dev = model.device();
     let mut cache: Cache = model.new_cache();
@@ -340,6 +447,7 @@ fn beam_search(model: &Model, prompt_ids: &[u32], cfg: &GenerationConfig, stops:
     let mut beams = vec![Beam {
         ids: vec![],
         score: 0.0,
+        sql: constraint.map(SqlConstraint::start),
     }];
     let mut finished: Vec<Beam> = Vec::new();
     for _ in 0..cfg.max_new_tokens {
@@ -347,10 +455,18 @@ fn beam_search(model: &Model, prompt_ids: &[u32], cfg: &GenerationConfig, stops:
         let mut cands: Vec<(f64, usize, u32)> = Vec::new();
         for (b, beam) in beams.iter().enumerate() {
             let row = &logprobs[b];
-            let mut top: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
-            top.select_nth_unstable_by(2 * n, |a, b| b.1.total_cmp(&a.1));
-            for &(tok, lp) in &top[..2 * n] {
-                cands.push((beam.score + lp as f64, b, tok as u32));
+            let top: Vec<u32> = match (constraint, &beam.sql) {
+                (Some(c), Some(state)) => c.best_allowed(state, row, 2 * n),
+                _ => {
+                    let mut top: Vec<u32> = (0..row.len() as u32).collect();
+                    let k = (2 * n).min(top.len());
+                    top.select_nth_unstable_by(k - 1, |a, b| row[*b as usize].total_cmp(&row[*a as usize]));
+                    top.truncate(k);
+                    top
+                }
+            };
+            for tok in top {
+                cands.push((beam.score + row[tok as usize] as f64, b, tok));
             }
         }
         cands.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -359,10 +475,17 @@ fn beam_search(model: &Model, prompt_ids: &[u32], cfg: &GenerationConfig, stops:
         for (score, b, tok) in cands {
             let mut ids = beams[b].ids.clone();
             ids.push(tok);
-            if stops.contains(&tok) {
-                finished.push(Beam { ids, score });
+            let mut sql = beams[b].sql.clone();
+            if let (Some(c), Some(state)) = (constraint, sql.as_mut()) {
+                if !stops.contains(&tok) {
+                    c.advance(state, tok);
+                }
+            }
+            let beam = Beam { ids, score, sql };
+            if stops.contains(&tok) || beam.sql.as_ref().is_some_and(|s| s.ended) {
+                finished.push(beam);
             } else if next.len() < n {
-                next.push(Beam { ids, score });
+                next.push(beam);
                 parents.push(b as u32);
             }
             if next.len() == n {
@@ -388,10 +511,8 @@ fn beam_search(model: &Model, prompt_ids: &[u32], cfg: &GenerationConfig, stops:
     let best = finished
         .into_iter()
         .chain(beams)
-        .max_by(|a, b| a.normalised().total_cmp(&b.normalised()))
-        .map(|b| b.ids)
-        .unwrap_or_default();
-    Ok(best)
+        .max_by(|a, b| a.normalised().total_cmp(&b.normalised()));
+    Ok(best.map_or((vec![], false), |b| (b.ids, b.sql.is_some_and(|s| s.ended))))
 }
 
 fn log_softmax_rows(logits: &Tensor) -> Result<Vec<Vec<f32>>> {

@@ -4,7 +4,10 @@
 
 use candle_core::Device;
 
+use std::sync::{Arc, OnceLock};
+
 use crate::chat::ChatTemplate;
+use crate::constrain::{SqlConstraint, Vocab};
 use crate::generate::{generate, Generation, GenerationConfig};
 use crate::model::Model;
 use crate::prompt::{extract_sql, FewShot, PromptSettings};
@@ -23,6 +26,8 @@ pub struct Text2Sql {
     pub settings: PromptSettings,
     /// Where the model came from, for messages.
     pub name: String,
+    /// Each token's text, for constrained decoding (built at first use).
+    vocab: OnceLock<Arc<Vocab>>,
 }
 
 /// A completion and the SQL taken from it.
@@ -51,6 +56,7 @@ impl Text2Sql {
             template,
             settings,
             name,
+            vocab: OnceLock::new(),
         })
     }
 
@@ -89,25 +95,72 @@ impl Text2Sql {
         self.settings.prompt(&self.template, &schema_text, question, shots)
     }
 
-    /// Generate after `prompt`, streaming text pieces to `on_token` (return false to stop).
+    /// The part of the answer that `prompt` already holds (the answer prefix,
+    /// e.g. `SELECT`, when the prompt ends with it).
+    fn answer_start(&self, prompt: &str) -> &str {
+        let prefix = &self.settings.answer_prefix;
+        match !prefix.is_empty() && prompt.ends_with(prefix.as_str()) {
+            true => prefix,
+            false => "",
+        }
+    }
+
+    /// The constrained-decoding guide for an answer over `schema` after
+    /// `prompt`, when `cfg` asks for one.
+    pub fn constraint(&self, schema: &Schema, prompt: &str, cfg: &GenerationConfig) -> Result<Option<SqlConstraint>> {
+        if !cfg.constrain {
+            return Ok(None);
+        }
+        let vocab = match self.vocab.get() {
+            Some(v) => v.clone(),
+            None => {
+                let v = Arc::new(Vocab::new(&self.tokenizer)?);
+                self.vocab.get_or_init(|| v).clone()
+            }
+        };
+        let mut stops = self.tokenizer.stop_ids();
+        stops.extend(&cfg.stop_ids);
+        Ok(Some(SqlConstraint::new(
+            schema,
+            vocab,
+            stops,
+            self.answer_start(prompt),
+        )))
+    }
+
+    /// Generate after `prompt`, streaming text pieces to `on_token` (return
+    /// false to stop). Given the `schema` the prompt shows, the answer is
+    /// constrained to it (unless `cfg.constrain` is off).
     pub fn generate(
         &self,
         prompt: &str,
+        schema: Option<&Schema>,
         cfg: &GenerationConfig,
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> Result<SqlAnswer> {
         let ids = self.tokenizer.encode_prompt(prompt)?;
+        let constraint = match schema {
+            Some(s) => self.constraint(s, prompt, cfg)?,
+            None => None,
+        };
         // The prompt may end inside the answer (the answer prefix, e.g. `SELECT`):
         // the stream and the completion both start with it.
-        let prefix = &self.settings.answer_prefix;
-        let in_answer = !prefix.is_empty() && prompt.ends_with(prefix.as_str());
+        let prefix = self.answer_start(prompt);
+        let in_answer = !prefix.is_empty();
         // Streamed with the first generated piece, so a caller's time to first token stays true.
-        let mut pending = in_answer.then(|| prefix.clone());
+        let mut pending = in_answer.then(|| prefix.to_string());
         let mut stream = |piece: &str| match pending.take() {
             Some(p) => on_token(&format!("{p}{piece}")),
             None => on_token(piece),
         };
-        let generation = generate(&self.model, &self.tokenizer, &ids, cfg, &mut stream)?;
+        let generation = generate(
+            &self.model,
+            &self.tokenizer,
+            &ids,
+            cfg,
+            constraint.as_ref(),
+            &mut stream,
+        )?;
         if let Some(p) = pending {
             on_token(&p);
         }
@@ -117,11 +170,7 @@ impl Text2Sql {
     /// The SQL of a generation after `prompt` (which may end inside the answer:
     /// the completion then starts with the answer prefix).
     fn answer(&self, prompt: &str, generation: Generation) -> SqlAnswer {
-        let prefix = &self.settings.answer_prefix;
-        let completion = match !prefix.is_empty() && prompt.ends_with(prefix.as_str()) {
-            true => self.settings.with_prefix(&generation.text),
-            false => generation.text.clone(),
-        };
+        let completion = format!("{}{}", self.answer_start(prompt), generation.text);
         SqlAnswer {
             sql: extract_sql(&completion),
             completion,
@@ -132,7 +181,7 @@ impl Text2Sql {
     /// Prompt + generate for one question.
     pub fn sql_for(&self, schema: &Schema, question: &str, cfg: &GenerationConfig) -> Result<SqlAnswer> {
         let prompt = self.prompt(schema, question, &[])?;
-        self.generate(&prompt, cfg, &mut |_| true)
+        self.generate(&prompt, Some(schema), cfg, &mut |_| true)
     }
 
     /// Prompt + greedy generation for several questions as one batch (the same
@@ -146,7 +195,12 @@ impl Text2Sql {
             .iter()
             .map(|p| self.tokenizer.encode_prompt(p))
             .collect::<Result<Vec<_>>>()?;
-        let generations = crate::generate::generate_batch(&self.model, &self.tokenizer, &ids, cfg)?;
+        let constraints = items
+            .iter()
+            .zip(&prompts)
+            .filter_map(|((schema, _), p)| self.constraint(schema, p, cfg).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        let generations = crate::generate::generate_batch(&self.model, &self.tokenizer, &ids, cfg, &constraints)?;
         Ok(prompts
             .iter()
             .zip(generations)

@@ -145,11 +145,6 @@ impl PromptSettings {
         Ok(prompt)
     }
 
-    /// The full answer text from a completion of a prompt that ended in the prefix.
-    pub fn with_prefix(&self, completion: &str) -> String {
-        format!("{}{completion}", self.answer_prefix)
-    }
-
     /// Prompt and answer texts for training: the answer is the SQL plus the
     /// template's end of turn (`SELECT …<|im_end|>` for ChatML, `… </s>` for
     /// Mistral), so the loss can cover exactly the answer.

@@ -395,6 +395,10 @@ impl<'a> TokenStream<'a> {
     pub fn ids(&self) -> &[u32] {
         &self.ids
     }
+
+    pub fn tokenizer(&self) -> &'a Tokenizer {
+        self.tok
+    }
 }
 
 /// The pre-tokenizer families of byte-level (gpt2) GGUF tokenizers.

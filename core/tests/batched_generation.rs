@@ -102,20 +102,27 @@ fn batched_sql_equals_one_at_a_time() {
         "What are the names of singers from France, ordered by age?",
         "List each concert name with its year.",
     ];
+    let items: Vec<(&Schema, &str)> = questions.iter().map(|q| (&schema, *q)).collect();
+    for constrain in [true, false] {
+        let cfg = GenerationConfig {
+            max_new_tokens: 24,
+            stop_strings: vec![";".into()],
+            constrain,
+            ..Default::default()
+        };
+        let batched = t2s.sql_for_batch(&items, &cfg).unwrap();
+        assert_eq!(batched.len(), 3);
+        for (q, b) in questions.iter().zip(&batched) {
+            let one = t2s.sql_for(&schema, q, &cfg).unwrap();
+            assert_eq!(b.generation.ids, one.generation.ids, "{q} (constrained: {constrain})");
+            assert_eq!(b.sql, one.sql, "{q}");
+            assert_eq!(b.generation.stop, one.generation.stop, "{q}");
+        }
+    }
     let cfg = GenerationConfig {
         max_new_tokens: 24,
-        stop_strings: vec![";".into()],
         ..Default::default()
     };
-    let items: Vec<(&Schema, &str)> = questions.iter().map(|q| (&schema, *q)).collect();
-    let batched = t2s.sql_for_batch(&items, &cfg).unwrap();
-    assert_eq!(batched.len(), 3);
-    for (q, b) in questions.iter().zip(&batched) {
-        let one = t2s.sql_for(&schema, q, &cfg).unwrap();
-        assert_eq!(b.generation.ids, one.generation.ids, "{q}");
-        assert_eq!(b.sql, one.sql, "{q}");
-        assert_eq!(b.generation.stop, one.generation.stop, "{q}");
-    }
     let sampled = GenerationConfig {
         temperature: 0.7,
         ..cfg

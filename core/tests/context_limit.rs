@@ -27,17 +27,17 @@ fn too_long_prompts_are_refused_and_answers_end_at_the_context() {
         ..Default::default()
     };
     let long: Vec<u32> = (0..64).map(|i| 3 + i % 90).collect();
-    let e = generate(&model, &tok, &long, &cfg, &mut |_| true)
+    let e = generate(&model, &tok, &long, &cfg, None, &mut |_| true)
         .unwrap_err()
         .to_string();
     assert!(e.contains("64 tokens") && e.contains("at most 64"), "{e}");
-    let e = generate_batch(&model, &tok, &[long[..10].to_vec(), long.clone()], &cfg)
+    let e = generate_batch(&model, &tok, &[long[..10].to_vec(), long.clone()], &cfg, &[])
         .unwrap_err()
         .to_string();
     assert!(e.contains("64 tokens"), "{e}");
     // 60 prompt tokens leave 4 positions: at most 4 new tokens, not 20, and no error.
-    let g = generate(&model, &tok, &long[..60], &cfg, &mut |_| true).unwrap();
+    let g = generate(&model, &tok, &long[..60], &cfg, None, &mut |_| true).unwrap();
     assert!(g.ids.len() <= 4, "{} tokens generated", g.ids.len());
-    let b = generate_batch(&model, &tok, &[long[..60].to_vec(), long[..30].to_vec()], &cfg).unwrap();
+    let b = generate_batch(&model, &tok, &[long[..60].to_vec(), long[..30].to_vec()], &cfg, &[]).unwrap();
     assert!(b.iter().all(|g| g.ids.len() <= 4));
 }

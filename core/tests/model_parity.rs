@@ -144,7 +144,7 @@ fn check_smollm2(format: BaseFormat, tolerance: f64) {
         max_new_tokens: 64,
         ..Default::default()
     };
-    let g = generate(&model, &tok, &prompt, &cfg, &mut |_| true).unwrap();
+    let g = generate(&model, &tok, &prompt, &cfg, None, &mut |_| true).unwrap();
     let want_ids = ids_of(&r["greedy"]["new_ids"]);
     let n = want_ids.len().min(g.ids.len());
     assert_eq!(g.ids[..n], want_ids[..n], "{format:?}: greedy ids differ");

@@ -81,6 +81,9 @@ pub struct Args {
     /// Where to write generated predictions (official format).
     #[arg(long, requires = "base")]
     pred_out: Option<PathBuf>,
+    /// Let the model write any text, not only a query over the question's schema.
+    #[arg(long, requires = "base")]
+    no_constrain: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -238,6 +241,7 @@ fn generate(
     let cfg = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         stop_strings: vec![";".into(), "\n\n".into()],
+        constrain: !args.no_constrain,
         ..Default::default()
     };
     let bar = progress(gold.len() as u64, "generating");

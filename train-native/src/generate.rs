@@ -66,6 +66,9 @@ pub struct Args {
     /// Stream tokens to stderr while generating.
     #[arg(long)]
     pub stream: bool,
+    /// Let the model write any text, not only a query over the schema.
+    #[arg(long)]
+    pub no_constrain: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -78,6 +81,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         num_beams: a.num_beams,
         stop_strings: a.stop.clone(),
         stop_ids: vec![],
+        constrain: !a.no_constrain,
     };
     cfg.validate()?;
     if let Some(path) = &a.dump_logits {
@@ -94,7 +98,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         t2s.apply_adapter(dir)
             .with_context(|| format!("applying adapter {}", dir.display()))?;
     }
-    let prompt = build_prompt(&a, &t2s)?;
+    let (prompt, schema) = build_prompt(&a, &t2s)?;
     if a.show_prompt {
         eprintln!("----- prompt -----\n{prompt}\n------------------");
     }
@@ -117,14 +121,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         true
     };
     if a.raw {
-        let g = generate(&t2s.model, &t2s.tokenizer, &ids, &cfg, &mut on_token)?;
+        let g = generate(&t2s.model, &t2s.tokenizer, &ids, &cfg, None, &mut on_token)?;
         if a.stream {
             eprintln!();
         }
         print!("{}", g.text);
         std::io::stdout().flush()?;
     } else {
-        let answer = t2s.generate(&prompt, &cfg, &mut on_token)?;
+        let answer = t2s.generate(&prompt, schema.as_ref(), &cfg, &mut on_token)?;
         if a.stream {
             eprintln!();
         }
@@ -133,21 +137,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_prompt(a: &Args, t2s: &Text2Sql) -> anyhow::Result<String> {
+/// The prompt, and the schema it shows (the constraint's), if one was given.
+fn build_prompt(a: &Args, t2s: &Text2Sql) -> anyhow::Result<(String, Option<Schema>)> {
+    let schema = match (&a.schema, &a.tables, &a.db_id) {
+        (Some(path), _, _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(Schema::parse(&text).with_context(|| format!("{}: schema does not parse", path.display()))?)
+        }
+        (None, Some(tables), Some(db)) => Some(SpiderTables::from_file(tables)?.schema(db)?.clone()),
+        _ => None,
+    };
     if let Some(p) = &a.prompt_file {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        return Ok(text);
+        return Ok((text, schema));
     }
     let Some(question) = &a.question else {
         bail!("give --question (or --prompt-file)")
     };
-    let schema = match (&a.schema, &a.tables, &a.db_id) {
-        (Some(path), _, _) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            Schema::parse(&text).with_context(|| format!("{}: schema does not parse", path.display()))?
-        }
-        (None, Some(tables), Some(db)) => SpiderTables::from_file(tables)?.schema(db)?.clone(),
-        _ => bail!("give a schema: --schema FILE, or --tables tables.json --db-id ID"),
+    let Some(schema) = schema else {
+        bail!("give a schema: --schema FILE, or --tables tables.json --db-id ID")
     };
-    Ok(t2s.prompt(&schema, question, &[])?)
+    Ok((t2s.prompt(&schema, question, &[])?, Some(schema)))
 }

@@ -34,12 +34,14 @@ impl Engine {
         self.t2s.prompt(&schema, question, &[]).map_err(|e| e.to_string())
     }
 
-    /// Generate the SQL for `prompt`. `now_ms` is the caller's clock (there is
-    /// no `std::time` in the browser); `on_token` gets each piece of text and
-    /// returns false to stop.
+    /// Generate the SQL for `prompt`, constrained to the pasted `schema` it
+    /// shows (when given and `options.constrain`). `now_ms` is the caller's
+    /// clock (there is no `std::time` in the browser); `on_token` gets each
+    /// piece of text and returns false to stop.
     pub fn generate(
         &self,
         prompt: &str,
+        schema: Option<&str>,
         options: &GenOptions,
         now_ms: &dyn Fn() -> f64,
         on_token: &mut dyn FnMut(&str) -> bool,
@@ -49,8 +51,12 @@ impl Engine {
             temperature: options.temperature.max(0.0),
             top_p: options.top_p,
             seed: options.seed,
+            constrain: options.constrain,
             ..GenerationConfig::default()
         };
+        let schema = schema
+            .map(|s| Schema::parse(s).map_err(|e| e.to_string()))
+            .transpose()?;
         let start = now_ms();
         let mut first: Option<f64> = None;
         let mut callback = |piece: &str| {
@@ -59,7 +65,7 @@ impl Engine {
         };
         let answer = self
             .t2s
-            .generate(prompt, &cfg, &mut callback)
+            .generate(prompt, schema.as_ref(), &cfg, &mut callback)
             .map_err(|e| e.to_string())?;
         let end = now_ms();
         let ttft = first.unwrap_or(end) - start;
@@ -158,6 +164,8 @@ fn stop_name(s: StopReason) -> &'static str {
         StopReason::StopString => "stop_string",
         StopReason::MaxTokens => "max_tokens",
         StopReason::Cancelled => "cancelled",
+        StopReason::EndOfQuery => "end_of_query",
+        StopReason::NoValidToken => "no_valid_token",
     }
 }
 
@@ -209,7 +217,7 @@ mod tests {
             ..Default::default()
         };
         let stats = engine
-            .generate(&prompt, &opts, &now, &mut |p| {
+            .generate(&prompt, Some(crate::examples::CONCERT_SINGER), &opts, &now, &mut |p| {
                 streamed.push_str(p);
                 true
             })
@@ -253,7 +261,7 @@ mod tests {
         let prompt = engine.prompt("t: a", "List a").unwrap();
         let mut n = 0;
         let stats = engine
-            .generate(&prompt, &GenOptions::default(), &|| 0.0, &mut |_| {
+            .generate(&prompt, None, &GenOptions::default(), &|| 0.0, &mut |_| {
                 n += 1;
                 n < 3
             })

@@ -14,6 +14,9 @@ pub struct GenOptions {
     pub temperature: f64,
     pub top_p: f64,
     pub seed: u64,
+    /// Only queries over the schema (core's constrained decoding); `false`
+    /// lets the model write anything, to compare.
+    pub constrain: bool,
 }
 
 impl Default for GenOptions {
@@ -23,6 +26,7 @@ impl Default for GenOptions {
             temperature: 0.0,
             top_p: 1.0,
             seed: 299_792_458,
+            constrain: true,
         }
     }
 }
@@ -76,7 +80,8 @@ pub struct GenStats {
     pub prompt_tps: f64,
     /// New tokens per second after the first.
     pub decode_tps: f64,
-    /// Why generation ended: eos, stop_string, max_tokens, cancelled.
+    /// Why generation ended: eos, stop_string, max_tokens, cancelled,
+    /// end_of_query (a `;` under constraints), no_valid_token.
     pub stop: String,
 }
 

@@ -58,6 +58,8 @@ struct State {
     question: RwSignal<String>,
     max_tokens: RwSignal<usize>,
     temperature: RwSignal<f64>,
+    /// Constrained decoding (only queries over the schema).
+    constrain: RwSignal<bool>,
     generating: RwSignal<bool>,
     output: RwSignal<String>,
     stats: RwSignal<Option<GenStats>>,
@@ -86,6 +88,7 @@ impl State {
             question: RwSignal::new(EXAMPLES[0].question.to_string()),
             max_tokens: RwSignal::new(GenOptions::default().max_new_tokens),
             temperature: RwSignal::new(0.0),
+            constrain: RwSignal::new(GenOptions::default().constrain),
             generating: RwSignal::new(false),
             output: RwSignal::new(String::new()),
             stats: RwSignal::new(None),
@@ -179,6 +182,7 @@ impl State {
             options: GenOptions {
                 max_new_tokens: self.max_tokens.get_untracked(),
                 temperature: self.temperature.get_untracked(),
+                constrain: self.constrain.get_untracked(),
                 ..GenOptions::default()
             },
         });
@@ -340,6 +344,12 @@ fn AskPanel(state: State) -> impl IntoView {
                     <input data-testid="temperature" type="number" min="0" max="2" step="0.1"
                         prop:value=move || state.temperature.get().to_string()
                         on:input=move |e| { if let Ok(v) = event_target_value(&e).parse::<f64>() { state.temperature.set(v.clamp(0.0, 2.0)) } }/>
+                </label>
+                <label title="Only let the model write a read-only query over the schema's tables and columns">
+                    <input data-testid="constrain" type="checkbox"
+                        prop:checked=move || state.constrain.get()
+                        on:change=move |e| state.constrain.set(event_target_checked(&e))/>
+                    " Constrain to schema"
                 </label>
             </div>
             <div class="row">

@@ -130,7 +130,7 @@ fn run(schema: &str, question: &str, options: &GenOptions) {
     };
     let result = engine.prompt(schema, question).and_then(|prompt| {
         post(&FromWorker::Prompt { text: prompt.clone() });
-        engine.generate(&prompt, options, &now_ms, &mut |piece| {
+        engine.generate(&prompt, Some(schema), options, &now_ms, &mut |piece| {
             post(&FromWorker::Token {
                 text: piece.to_string(),
             });

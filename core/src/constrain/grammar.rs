@@ -107,6 +107,9 @@ const RESERVED: &[&str] = &[
     "WHERE",
 ];
 
+/// Keywords that may follow a table in FROM without ending the clause.
+const FROM_GOES_ON: &[&str] = &["AS", "JOIN", "INNER", "LEFT", "CROSS", "NATURAL", "ON", "USING"];
+
 /// Words that begin an operand.
 const OPERAND_WORDS: &[&str] = &[
     "NULL",
@@ -161,6 +164,14 @@ const MAX_DEPTH: usize = 48;
 
 fn reserved(w: &str) -> bool {
     RESERVED.iter().any(|k| k.eq_ignore_ascii_case(w))
+}
+
+/// Table aliases are short (`T1`, `s`, `sc`): a model let free writes
+/// long made-up qualifiers in the select list (`pet_weight_records.age`) that
+/// no FROM clause it goes on to write will define.
+fn short_alias(w: &str) -> bool {
+    let b = w.as_bytes();
+    (1..=3).contains(&b.len()) && b[0].is_ascii_alphabetic() && b.iter().all(|c| c.is_ascii_alphanumeric())
 }
 
 /// Does `full` begin with `part`, ignoring ASCII case?
@@ -316,31 +327,55 @@ impl<'a> Parser<'a> {
 
     /// Any name (an alias being defined).
     fn free_name(&mut self) -> P<String> {
-        self.name_in(&[], &|_| true).or_else(|h| match self.peek() {
+        self.name_in(&[], &|_| true).map_err(|h| match self.peek() {
             // Any partial name can become a fresh one.
-            Peek::Tail(Tail::Word(_)) | Peek::Tail(Tail::Quoted(..)) => Err(Halt::Prefix),
-            _ => Err(h),
+            Peek::Tail(Tail::Word(_)) | Peek::Tail(Tail::Quoted(..)) => Halt::Prefix,
+            _ => h,
         })
     }
 
-    /// `[AS] alias`, if there is one.
-    fn alias(&mut self) -> P<Option<String>> {
+    /// `[AS] alias`, if there is one. A table's alias must be short (see
+    /// [`short_alias`]); a result column's may be any name.
+    fn alias(&mut self, table: bool) -> P<Option<String>> {
+        let fits = |w: &str| !table || short_alias(w);
         if self.eat_kw("AS")? {
-            return self.free_name().map(Some);
+            return match self.peek() {
+                Peek::Tail(Tail::Word(w)) | Peek::Tail(Tail::Quoted(w, _)) => match fits(w) {
+                    true => Err(Halt::Prefix),
+                    false => Err(Halt::Invalid),
+                },
+                _ => self.name_in(&[], &fits).map(Some),
+            };
         }
         match self.peek() {
-            Peek::Tok(Tok::Word(w)) if !reserved(w) => {
-                let name = w.to_ascii_lowercase();
-                self.bump();
-                Ok(Some(name))
+            Peek::Tok(Tok::Word(w)) | Peek::Tok(Tok::Quoted(w))
+                if !(matches!(self.peek(), Peek::Tok(Tok::Word(_))) && reserved(w)) =>
+            {
+                match fits(w) {
+                    true => {
+                        let name = w.to_ascii_lowercase();
+                        self.bump();
+                        Ok(Some(name))
+                    }
+                    false => Err(Halt::Invalid),
+                }
             }
-            Peek::Tok(Tok::Quoted(w)) => {
-                let name = w.to_ascii_lowercase();
-                self.bump();
-                Ok(Some(name))
+            // A partial word may be an alias or a keyword still being written;
+            // after a table, a keyword that ends FROM only if the select list
+            // is bound by then (else the query could not go on past it).
+            Peek::Tail(Tail::Word(w)) | Peek::Tail(Tail::Quoted(w, _)) => {
+                let keyword = match table {
+                    false => RESERVED.iter().any(|k| begins(k, w)),
+                    true => {
+                        FROM_GOES_ON.iter().any(|k| begins(k, w))
+                            || (RESERVED.iter().any(|k| begins(k, w)) && self.pending_bound())
+                    }
+                };
+                match fits(w) || keyword {
+                    true => Err(Halt::Prefix),
+                    false => Err(Halt::Invalid),
+                }
             }
-            // A partial word may be an alias or a keyword still being written.
-            Peek::Tail(Tail::Word(_)) | Peek::Tail(Tail::Quoted(..)) => Err(Halt::Prefix),
             _ => Ok(None),
         }
     }
@@ -374,7 +409,8 @@ impl<'a> Parser<'a> {
     fn qualifier_ok(&self, q: &str) -> bool {
         for (depth, s) in self.scopes.iter().rev().enumerate() {
             if s.phase == Phase::Select || (depth > 0 && s.phase != Phase::Bound) {
-                return true; // FROM may still name it
+                // FROM may still name it: a table, or under a short alias.
+                return self.schema.table(q).is_some() || short_alias(q);
             }
             if s.items.iter().any(|i| i.exposed == q) {
                 return true;
@@ -406,8 +442,8 @@ impl<'a> Parser<'a> {
         if OPERAND_WORDS.iter().any(|k| begins(k, w)) || FUNCTIONS.iter().any(|f| begins(f, w)) {
             return true;
         }
-        if self.scopes.last().is_some_and(|s| s.phase == Phase::Select) {
-            return true; // any word may be an alias that FROM will define
+        if self.scopes.last().is_some_and(|s| s.phase == Phase::Select) && short_alias(w) {
+            return true; // an alias that FROM will define
         }
         let lw = w.to_ascii_lowercase();
         self.names_in_reach().iter().any(|n| {
@@ -492,7 +528,7 @@ impl<'a> Parser<'a> {
                 self.star_ok = false;
                 r?;
                 let simple = self.simple_column(start);
-                match self.alias()? {
+                match self.alias(false)? {
                     Some(a) => {
                         self.scope().outputs.push(a.clone());
                         names.push(a);
@@ -506,7 +542,7 @@ impl<'a> Parser<'a> {
         }
         if self.eat_kw("FROM")? {
             self.scope().phase = Phase::From;
-            self.from_clause()?;
+            self.join_clause()?;
         }
         let schema = self.schema;
         let pending = std::mem::take(&mut self.scope().pending);
@@ -551,10 +587,10 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn from_clause(&mut self) -> P<()> {
+    fn join_clause(&mut self) -> P<()> {
         let mut joined = false;
         loop {
-            self.from_item()?;
+            self.table_or_subquery()?;
             if joined {
                 if self.eat_kw("ON")? {
                     self.expr()?;
@@ -590,7 +626,7 @@ impl<'a> Parser<'a> {
 
     /// A table (or sub-query) with its alias, checked against the pending
     /// select-list references.
-    fn from_item(&mut self) -> P<()> {
+    fn table_or_subquery(&mut self) -> P<()> {
         let schema = self.schema;
         let columns = if self.eat_op("(")? {
             // A derived table sees nothing of the query around it.
@@ -621,20 +657,37 @@ impl<'a> Parser<'a> {
             let name = self.name_in(&tables, &ok)?;
             Columns::Table(schema.table(&name).expect("checked by name_in"))
         };
-        let exposed = match (self.alias()?, &columns) {
-            (Some(a), _) => a,
-            (None, Columns::Table(t)) => schema.tables[*t].name.clone(),
-            (None, Columns::Derived(_)) => String::new(),
+        let default_name = match &columns {
+            Columns::Table(t) => schema.tables[*t].name.clone(),
+            Columns::Derived(_) => String::new(),
         };
+        // In scope before its alias is read, so that a keyword ending FROM
+        // can be checked against the select list (see `alias`).
+        self.scope().items.push(Item {
+            exposed: default_name,
+            columns,
+        });
+        if let Some(a) = self.alias(true)? {
+            self.scope().items.last_mut().expect("pushed above").exposed = a;
+        }
         let scope = self.scope();
-        if !exposed.is_empty() && scope.items.iter().any(|i| i.exposed == exposed) {
+        let (last, others) = scope.items.split_last().expect("pushed above");
+        if !last.exposed.is_empty() && others.iter().any(|i| i.exposed == last.exposed) {
             return Err(Halt::Invalid);
         }
-        scope.items.push(Item { exposed, columns });
         match pending_feasible(schema, self.scope()) {
             true => Ok(()),
             false => Err(Halt::Invalid),
         }
+    }
+
+    /// Would every select-list reference resolve if FROM ended here?
+    fn pending_bound(&self) -> bool {
+        let scope = self.scopes.last().expect("inside a SELECT");
+        scope
+            .pending
+            .iter()
+            .all(|r| resolve(self.schema, &self.scopes, r) == Resolution::Found)
     }
 
     // ------------------------------------------------------------ expressions
@@ -887,10 +940,10 @@ impl<'a> Parser<'a> {
 
     fn case_expr(&mut self) -> P<()> {
         self.bump(); // CASE
-        if !self.at_kw("WHEN") {
+        if !self.eat_kw("WHEN")? {
             self.expr()?;
+            self.expect_kw("WHEN")?;
         }
-        self.expect_kw("WHEN")?;
         loop {
             self.expr()?;
             self.expect_kw("THEN")?;

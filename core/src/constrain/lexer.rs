@@ -122,6 +122,11 @@ pub fn lex(text: &str, complete: bool) -> Result<Lexed, BadChar> {
             out.tail = Some(Tail::Op(c));
             i += 1;
         } else if let Some(op) = op1(c) {
+            // `T1 . name` is SQL, but nobody writes it: a model that does is rambling.
+            let spaced = |j: Option<&u8>| j.is_some_and(u8::is_ascii_whitespace);
+            if op == "." && (spaced(i.checked_sub(1).and_then(|j| b.get(j))) || spaced(b.get(i + 1))) {
+                return Err(BadChar);
+            }
             out.toks.push(Tok::Op(op));
             i += 1;
         } else {

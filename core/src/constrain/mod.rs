@@ -85,6 +85,69 @@ impl SqlGrammar {
     pub fn is_complete(&self, text: &str) -> bool {
         grammar::complete(&self.schema, text)
     }
+
+    /// A short text that makes `text` a whole query, if one is found among
+    /// a few closing pieces (`)`, `'`, ` END`, ` = 1`, ` FROM t AS a`, …),
+    /// breadth first, spending at most `budget` checks (decreased).
+    pub fn close(&self, text: &str, budget: &mut usize) -> Option<String> {
+        if *budget == 0 || self.verdict(text) == Verdict::Invalid {
+            return None;
+        }
+        let aliases = dangling_qualifiers(text);
+        let mut pieces: Vec<String> = [")", "'", "\"", " END", " 1", " = 1"].map(String::from).to_vec();
+        pieces.extend(aliases.iter().map(|a| format!(" AS {a}")));
+        for t in &self.schema.tables {
+            pieces.push(format!(" FROM {}", t.name));
+            for a in &aliases {
+                pieces.push(format!(" FROM {} AS {a}", t.name));
+                pieces.push(format!(" JOIN {} AS {a}", t.name));
+            }
+        }
+        let mut frontier = vec![String::new()];
+        for _depth in 0..4 {
+            let mut next = Vec::new();
+            for tail in &frontier {
+                for p in &pieces {
+                    if *budget == 0 {
+                        return None;
+                    }
+                    *budget -= 1;
+                    let cand = format!("{tail}{p}");
+                    let whole = format!("{text}{cand}");
+                    if self.is_complete(&whole) {
+                        return Some(cand);
+                    }
+                    if self.verdict(&whole) != Verdict::Invalid {
+                        next.push(cand);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        None
+    }
+}
+
+/// Short words written before a `.` (`T1.name`): aliases FROM may still have to define.
+fn dangling_qualifiers(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, _) in text.match_indices('.') {
+        let word: String = text[..i]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if (1..=3).contains(&word.len())
+            && word.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && !out.contains(&word)
+        {
+            out.push(word);
+        }
+    }
+    out
 }
 
 /// The constraint for one schema.
@@ -94,6 +157,8 @@ pub struct SqlConstraint {
     vocab: Arc<Vocab>,
     /// Ids that end generation (EOS, end of turn): allowed only after a whole query.
     stops: Vec<u32>,
+    /// The part of the answer the prompt already holds (e.g. `SELECT`).
+    prefix: String,
 }
 
 /// One output being decoded under a constraint.
@@ -103,22 +168,42 @@ pub struct SqlState {
     pub text: String,
     /// A `;` ended it.
     pub ended: bool,
+    /// The ids taken, and the length of `text` after each.
+    ids: Vec<u32>,
+    ends: Vec<usize>,
+}
+
+/// No run of this many tokens may occur twice: a small model under a grammar
+/// can still loop (`pet_age, pet_age, …`) until the budget runs out. Real
+/// queries repeat shorter runs (`T1.id = T2.id`), rarely ten tokens.
+const NO_REPEAT_NGRAM: usize = 10;
+
+/// Would `next` complete an n-gram that already occurs in `ids`?
+fn repeats(ids: &[u32], next: u32, n: usize) -> bool {
+    if ids.len() < n {
+        return false;
+    }
+    let tail = &ids[ids.len() - (n - 1)..];
+    ids.windows(n).any(|w| w[n - 1] == next && &w[..n - 1] == tail)
 }
 
 impl SqlConstraint {
-    pub fn new(schema: &Schema, vocab: Arc<Vocab>, stops: Vec<u32>) -> Self {
+    pub fn new(schema: &Schema, vocab: Arc<Vocab>, stops: Vec<u32>, prefix: &str) -> Self {
         SqlConstraint {
             grammar: Arc::new(SqlGrammar::new(schema)),
             vocab,
             stops,
+            prefix: prefix.to_string(),
         }
     }
 
-    /// The state after `prefix` (the part of the answer the prompt holds, e.g. `SELECT`).
-    pub fn start(&self, prefix: &str) -> SqlState {
+    /// The state before the first generated token.
+    pub fn start(&self) -> SqlState {
         SqlState {
-            text: prefix.to_string(),
+            text: self.prefix.clone(),
             ended: false,
+            ids: Vec::new(),
+            ends: Vec::new(),
         }
     }
 
@@ -137,6 +222,9 @@ impl SqlConstraint {
         let Some(piece) = self.vocab.piece(id) else {
             return false;
         };
+        if repeats(&state.ids, id, NO_REPEAT_NGRAM) {
+            return false;
+        }
         let mut text = String::with_capacity(state.text.len() + piece.len());
         text.push_str(&state.text);
         text.push_str(piece);
@@ -148,7 +236,36 @@ impl SqlConstraint {
         if let Some(piece) = self.vocab.piece(id) {
             state.text.push_str(piece);
             state.ended = self.grammar.verdict(&state.text) == Verdict::Ended;
+            state.ids.push(id);
+            state.ends.push(state.text.len());
         }
+    }
+
+    /// A whole query from a state the token budget ended inside of: the
+    /// longest whole beginning of what was written (`SELECT … JOIN a ON …
+    /// JOIN` keeps all but the last JOIN), else the shortest closing that
+    /// [`SqlGrammar::close`] finds after one of the last few tokens. Returns
+    /// how many ids to keep and the text to add after them.
+    pub fn finish(&self, state: &SqlState) -> Option<(usize, String)> {
+        let text_at = |k: usize| match k {
+            0 => &state.text[..self.prefix.len()],
+            k => &state.text[..state.ends[k - 1]],
+        };
+        let n = state.ids.len();
+        if let Some(k) = (1..=n).rev().find(|&k| self.grammar.is_complete(text_at(k))) {
+            return Some((k, String::new()));
+        }
+        // Closing later keeps more of what the model wrote; one budget of
+        // checks for all tries bounds the cost (~20k parses, well under a second).
+        let mut budget = 20_000;
+        (0..=n).rev().find_map(|k| {
+            // Short closings at many cut points beat long ones at a few.
+            let mut here = budget.min(400);
+            budget -= here;
+            let found = self.grammar.close(text_at(k), &mut here).map(|tail| (k, tail));
+            budget += here;
+            found
+        })
     }
 
     /// The best-scored ids that may come next, best first, at most `m`.

@@ -182,7 +182,8 @@ pub fn feasible(schema: &SchemaIndex, scope: &Scope, r: &ColRef) -> bool {
                 .chain(std::iter::once(r))
                 .filter(|p| p.qual.as_ref() == Some(q))
                 .all(|p| item.has(schema, &p.col)),
-            // Unbound yet: some table must hold every column used with `q`.
+            // Unbound yet: the table `q` names, or under an alias some
+            // table, must hold every column used with `q`.
             None => {
                 let cols: Vec<&str> = scope
                     .pending
