@@ -1,11 +1,19 @@
 //! Sandboxed execution of untrusted SQL on SQLite, and the test-suite
 //! evaluator's denotation comparison.
 //!
-//! Safety: the database is opened read-only; an authorizer allows only
-//! reading (SELECT, column reads, functions, recursive CTEs) and denies
-//! writes, schema changes, ATTACH/DETACH, PRAGMA and transactions at prepare
-//! time; a progress handler interrupts a statement past its deadline; and the
-//! number of result rows is capped.
+//! Safety: the database is opened read-only; input holding more than one
+//! statement is refused by a lexical scan before SQLite sees it; an
+//! authorizer allows only reading (SELECT, column reads, functions,
+//! recursive CTEs) and denies writes, schema changes, ATTACH/DETACH, PRAGMA
+//! and transactions at prepare time. Every phase is bounded by time and by
+//! bytes: a progress handler interrupts a statement past its deadline;
+//! SQLite's own length limit makes any string or blob over
+//! [`ByteLimits::max_value_bytes`] fail at once (`randomblob(1e9)`,
+//! `zeroblob`, `printf('%.*c', …)`, `group_concat`, `||`), which the clock
+//! cannot do since a single call never reaches the progress handler; temporary
+//! tables and sorts live in memory under SQLite's heap limit instead of
+//! in unbounded temp files; the rows collected are capped in number and bytes;
+//! and the comparison with the gold result has its own deadline.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -13,8 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::error::{Error, Result};
 
@@ -32,6 +41,51 @@ impl Default for ExecLimits {
         ExecLimits {
             timeout: Duration::from_secs(5),
             max_rows: 100_000,
+        }
+    }
+}
+
+/// Byte budgets of a sandbox (the time and row limits are [`ExecLimits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ByteLimits {
+    /// Longest string or blob a query may build, anywhere in its evaluation
+    /// (SQLite's `SQLITE_LIMIT_LENGTH`, default 1 GB).
+    pub max_value_bytes: usize,
+    /// Longest SQL text accepted.
+    pub max_sql_bytes: usize,
+    /// Bytes of the collected result (payload plus per-cell overhead).
+    pub max_result_bytes: usize,
+    /// SQLite's heap, temporary tables and sorts included. SQLite has one
+    /// heap limit per process, so it is shared by every connection: opening a
+    /// sandbox raises it to this value, never lowers it (a smaller request must
+    /// not break a larger sandbox open in another thread).
+    pub max_heap_bytes: usize,
+}
+
+impl Default for ByteLimits {
+    fn default() -> Self {
+        ByteLimits {
+            max_value_bytes: 4 << 20,
+            max_sql_bytes: 1 << 20,
+            max_result_bytes: 64 << 20,
+            max_heap_bytes: 512 << 20,
+        }
+    }
+}
+
+/// Raise SQLite's process-wide heap limit to `bytes` (never lower it, see
+/// [`ByteLimits::max_heap_bytes`]). The soft limit, at which SQLite starts
+/// to give back page cache, sits at half of it.
+fn raise_heap_limit(bytes: usize) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let want = i64::try_from(bytes).unwrap_or(i64::MAX);
+    // SAFETY: plain calls into SQLite's thread-safe memory API; -1 only reads.
+    unsafe {
+        let current = rusqlite::ffi::sqlite3_hard_heap_limit64(-1);
+        if current == 0 || current < want {
+            rusqlite::ffi::sqlite3_hard_heap_limit64(want);
+            rusqlite::ffi::sqlite3_soft_heap_limit64(want / 2);
         }
     }
 }
@@ -69,18 +123,16 @@ impl std::hash::Hash for Cell {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         match self {
             Cell::Null => 0u8.hash(state),
+            // Numbers hash by their value as f64: `Int(a) == Real(b)` compares
+            // `a as f64`, so large integers that round to the same double
+            // must hash alike too. -0.0 == 0.0.
             Cell::Int(i) => {
                 1u8.hash(state);
-                i.hash(state);
+                ((*i as f64) + 0.0).to_bits().hash(state);
             }
             Cell::Real(r) => {
-                if r.fract() == 0.0 && r.abs() < 9.2e18 {
-                    1u8.hash(state);
-                    (*r as i64).hash(state);
-                } else {
-                    2u8.hash(state);
-                    r.to_bits().hash(state);
-                }
+                1u8.hash(state);
+                (r + 0.0).to_bits().hash(state);
             }
             Cell::Text(s) => {
                 3u8.hash(state);
@@ -116,6 +168,16 @@ impl Cell {
             ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
         }
     }
+
+    /// Memory a collected cell takes, for the result's byte budget.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Cell>()
+            + match self {
+                Cell::Text(s) => s.len(),
+                Cell::Blob(b) => b.len(),
+                _ => 0,
+            }
+    }
 }
 
 fn python_float_repr(r: f64) -> String {
@@ -144,6 +206,10 @@ pub enum ExecError {
     Timeout,
     /// More rows than the limit.
     TooManyRows,
+    /// Over a byte limit: a value, the result, SQLite's heap, or the SQL text.
+    TooBig(String),
+    /// The comparison with the gold result ran past the time limit.
+    CompareTimeout,
     /// Denied by the sandbox (write, ATTACH, PRAGMA, ...).
     Denied(String),
     /// Did not prepare or failed while running.
@@ -155,6 +221,8 @@ impl std::fmt::Display for ExecError {
         match self {
             ExecError::Timeout => write!(f, "timed out"),
             ExecError::TooManyRows => write!(f, "too many result rows"),
+            ExecError::TooBig(m) => write!(f, "over the byte limit: {m}"),
+            ExecError::CompareTimeout => write!(f, "comparison with the gold result timed out"),
             ExecError::Denied(m) => write!(f, "denied by sandbox: {m}"),
             ExecError::Sql(m) => write!(f, "{m}"),
         }
@@ -172,13 +240,19 @@ pub struct Access {
 pub struct Sandbox {
     conn: Connection,
     limits: ExecLimits,
+    bytes: ByteLimits,
     deadline: Arc<Mutex<Option<Instant>>>,
     denied: Arc<Mutex<Vec<String>>>,
     reads: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Sandbox {
+    /// Open with the default [`ByteLimits`].
     pub fn open(path: &Path, limits: ExecLimits) -> Result<Self> {
+        Self::open_with(path, limits, ByteLimits::default())
+    }
+
+    pub fn open_with(path: &Path, limits: ExecLimits, bytes: ByteLimits) -> Result<Self> {
         let sqlite_err = |source| Error::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -196,6 +270,16 @@ impl Sandbox {
         // whatever the library's compile-time default.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DQS_DML, true)
             .map_err(sqlite_err)?;
+        let clamp = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, clamp(bytes.max_value_bytes))
+            .map_err(sqlite_err)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, clamp(bytes.max_sql_bytes))
+            .map_err(sqlite_err)?;
+        // Sorts, DISTINCT and materialised subqueries spill to temp files by
+        // default, which no limit bounds; in memory they count against the
+        // heap limit. Set before the authorizer, which denies PRAGMA.
+        conn.pragma_update(None, "temp_store", "memory").map_err(sqlite_err)?;
+        raise_heap_limit(bytes.max_heap_bytes);
         let deadline: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
         let d = Arc::clone(&deadline);
         conn.progress_handler(
@@ -213,6 +297,7 @@ impl Sandbox {
         Ok(Sandbox {
             conn,
             limits,
+            bytes,
             deadline,
             denied,
             reads,
@@ -236,25 +321,31 @@ impl Sandbox {
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + self.limits.timeout);
         let res = self.run(sql);
         *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        match res {
-            Err(ExecError::Sql(m)) if m.contains("interrupted") => Err(ExecError::Timeout),
-            other => self.finish(other),
-        }
+        self.finish(res)
     }
 
     fn run(&self, sql: &str) -> std::result::Result<Vec<Row>, ExecError> {
-        let sql_err = |e: rusqlite::Error| ExecError::Sql(e.to_string());
         let mut stmt = self.prepare(sql)?;
         let ncols = stmt.column_count();
-        let mut rows = stmt.query([]).map_err(sql_err)?;
+        let mut rows = stmt.query([]).map_err(exec_error)?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(sql_err)? {
+        let mut bytes = 0usize;
+        while let Some(row) = rows.next().map_err(exec_error)? {
             if out.len() >= self.limits.max_rows {
                 return Err(ExecError::TooManyRows);
             }
             let mut cells = Vec::with_capacity(ncols);
             for i in 0..ncols {
-                cells.push(Cell::from_ref(row.get_ref(i).map_err(sql_err)?));
+                let cell = Cell::from_ref(row.get_ref(i).map_err(exec_error)?);
+                bytes += cell.bytes();
+                cells.push(cell);
+            }
+            if bytes > self.bytes.max_result_bytes {
+                return Err(ExecError::TooBig(format!(
+                    "result over {} bytes after {} rows",
+                    self.bytes.max_result_bytes,
+                    out.len() + 1
+                )));
             }
             out.push(cells);
         }
@@ -264,7 +355,18 @@ impl Sandbox {
     /// Prepare one statement and insist it is a read-only query: statements
     /// the authorizer never sees (e.g. `VACUUM INTO`) are refused here.
     fn prepare(&self, sql: &str) -> std::result::Result<rusqlite::Statement<'_>, ExecError> {
-        let stmt = self.conn.prepare(sql).map_err(|e| ExecError::Sql(e.to_string()))?;
+        if sql.len() > self.bytes.max_sql_bytes {
+            return Err(ExecError::TooBig(format!(
+                "SQL text of {} bytes, over the limit of {}",
+                sql.len(),
+                self.bytes.max_sql_bytes
+            )));
+        }
+        // Only the first statement reaches SQLite: rusqlite checks what
+        // follows a statement by preparing it, recursively, so 50,000
+        // statements overflowed the stack.
+        let first = &sql[..single_statement(sql)?];
+        let stmt = self.conn.prepare(first).map_err(exec_error)?;
         if !stmt.readonly() || stmt.column_count() == 0 {
             return Err(ExecError::Denied("not a read-only query".into()));
         }
@@ -284,6 +386,84 @@ impl Sandbox {
             other => other,
         }
     }
+}
+
+/// Classify a SQLite error: interrupted by the progress handler is a
+/// timeout, over a length or heap limit is [`ExecError::TooBig`].
+fn exec_error(e: rusqlite::Error) -> ExecError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::OperationInterrupted) => ExecError::Timeout,
+        Some(ErrorCode::TooBig | ErrorCode::OutOfMemory) => ExecError::TooBig(e.to_string()),
+        _ => ExecError::Sql(e.to_string()),
+    }
+}
+
+/// Byte length of the first statement of `sql` (without its `;`), or
+/// `Denied` when another statement follows. A lexical scan following
+/// SQLite's tokenizer: `;` inside '…' strings, "…", `…` and […] names, and
+/// -- and /* */ comments does not end a statement; after the first `;` only
+/// whitespace, comments and further `;` may follow.
+fn single_statement(sql: &str) -> std::result::Result<usize, ExecError> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    // Index just past the comment or quoted span starting at `i`, if any.
+    let skip = |i: usize| -> Option<usize> {
+        let close = |from: usize, q: u8| -> usize {
+            let mut j = from;
+            while j < b.len() {
+                if b[j] == q {
+                    // A doubled quote is an escaped one (not inside [..]).
+                    if q != b']' && b.get(j + 1) == Some(&q) {
+                        j += 2;
+                        continue;
+                    }
+                    return j + 1;
+                }
+                j += 1;
+            }
+            b.len()
+        };
+        match (b[i], b.get(i + 1)) {
+            (b'-', Some(b'-')) => Some(b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p + 1)),
+            (b'/', Some(b'*')) => Some(
+                b[i + 2..]
+                    .windows(2)
+                    .position(|w| w == b"*/")
+                    .map_or(b.len(), |p| i + 2 + p + 2),
+            ),
+            (q @ (b'\'' | b'"' | b'`'), _) => Some(close(i + 1, q)),
+            (b'[', _) => Some(close(i + 1, b']')),
+            _ => None,
+        }
+    };
+    while i < b.len() {
+        if let Some(next) = skip(i) {
+            i = next;
+        } else if b[i] == b';' {
+            break;
+        } else {
+            i += 1;
+        }
+    }
+    let end = i;
+    while i < b.len() {
+        if let Some(next) = skip(i) {
+            // A quoted span after the first statement is more SQL.
+            if matches!(b[i], b'\'' | b'"' | b'`' | b'[') {
+                return Err(more_than_one());
+            }
+            i = next;
+        } else if b[i] == b';' || b[i].is_ascii_whitespace() {
+            i += 1;
+        } else {
+            return Err(more_than_one());
+        }
+    }
+    Ok(end)
+}
+
+fn more_than_one() -> ExecError {
+    ExecError::Denied("more than one statement (only one statement is allowed)".into())
 }
 
 fn authorize(ctx: AuthContext<'_>, denied: &Mutex<Vec<String>>, reads: &Mutex<Vec<(String, String)>>) -> Authorization {
@@ -313,119 +493,262 @@ fn authorize(ctx: AuthContext<'_>, denied: &Mutex<Vec<String>>, reads: &Mutex<Ve
 
 /// Test-suite denotation equality: equal bags of rows (lists when
 /// `order_matters`), allowing the prediction's columns to be permuted.
+/// Without a time limit; the evaluator uses [`result_eq_within`].
 pub fn result_eq(gold: &[Row], pred: &[Row], order_matters: bool) -> bool {
+    result_eq_within(gold, pred, order_matters, None).unwrap_or(false)
+}
+
+/// [`result_eq`] that gives up with [`ExecError::CompareTimeout`] once
+/// `deadline` has passed.
+///
+/// Upstream tries every column permutation (pruned on 20 sampled rows when
+/// there are more than three columns) and rebuilds the whole table for each:
+/// 20,000 rows × 8 columns took minutes. Here a permutation is only tried
+/// when each gold column and each pair of gold columns holds the same
+/// multiset of values (compared by order-independent hash sums, O(rows ×
+/// columns²) once) as its image in the prediction: a necessary condition, so
+/// the answer is upstream's. Interchangeable (identical) prediction columns
+/// are tried in one order only, and each remaining candidate is checked with
+/// one hash-map pass that stops at the first unmatched row.
+pub fn result_eq_within(
+    gold: &[Row],
+    pred: &[Row],
+    order_matters: bool,
+    deadline: Option<Instant>,
+) -> std::result::Result<bool, ExecError> {
+    let mut clock = Clock::new(deadline);
+    clock.check()?;
     if gold.is_empty() && pred.is_empty() {
-        return true;
+        return Ok(true);
     }
     if gold.len() != pred.len() {
-        return false;
+        return Ok(false);
     }
     let ncols = gold[0].len();
-    if pred[0].len() != ncols {
-        return false;
+    if pred[0].len() != ncols || gold.iter().chain(pred).any(|r| r.len() != ncols) {
+        return Ok(false);
     }
-    if !quick_rej(gold, pred, order_matters) {
-        return false;
+    if !quick_rej(gold, pred, order_matters, &mut clock)? {
+        return Ok(false);
     }
-    let gold_col_sets: Vec<HashSet<&Cell>> = (0..ncols)
-        .map(|i| gold.iter().filter_map(|r| r.get(i)).collect())
-        .collect();
-    for perm in candidate_permutations(&gold_col_sets, pred, ncols) {
-        let permuted: Vec<Row> = if ncols == 1 {
-            pred.to_vec()
-        } else {
-            pred.iter()
-                .map(|r| perm.iter().map(|&i| r.get(i).cloned().unwrap_or(Cell::Null)).collect())
-                .collect()
-        };
-        let ok = if order_matters {
-            gold == permuted.as_slice()
-        } else {
-            let gs: HashSet<&Row> = gold.iter().collect();
-            let ps: HashSet<&Row> = permuted.iter().collect();
-            gs == ps && multiset_eq(gold, &permuted)
-        };
-        if ok {
-            return true;
+    let gprint = Fingerprints::of(gold, &mut clock)?;
+    let pprint = Fingerprints::of(pred, &mut clock)?;
+    // The nearest earlier prediction column identical to each one:
+    // permutations that only swap identical columns give the same table, so
+    // identical columns are used in increasing order only.
+    let mut same_as = vec![None; ncols];
+    for q in 0..ncols {
+        for p in (0..q).rev() {
+            clock.tick(pred.len())?;
+            if pred.iter().all(|r| r[p] == r[q]) {
+                same_as[q] = Some(p);
+                break;
+            }
         }
     }
-    false
+    let gold_counts: Option<HashMap<Vec<&Cell>, usize>> = (!order_matters).then(|| {
+        let mut m = HashMap::new();
+        for r in gold {
+            *m.entry(r.iter().collect()).or_default() += 1;
+        }
+        m
+    });
+    let mut search = PermSearch {
+        gold: &gprint,
+        pred: &pprint,
+        same_as: &same_as,
+        perm: Vec::with_capacity(ncols),
+        used: vec![false; ncols],
+        tried: 0,
+    };
+    search.run(
+        &mut |perm, clock| {
+            if order_matters {
+                for (g, p) in gold.iter().zip(pred) {
+                    clock.tick(1)?;
+                    if !perm.iter().enumerate().all(|(gi, &pi)| g[gi] == p[pi]) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            } else {
+                let mut counts = gold_counts.clone().expect("built when order does not matter");
+                for p in pred {
+                    clock.tick(1)?;
+                    let key: Vec<&Cell> = perm.iter().map(|&i| &p[i]).collect();
+                    match counts.get_mut(&key) {
+                        Some(c) if *c > 0 => *c -= 1,
+                        _ => return Ok(false),
+                    }
+                }
+                Ok(true)
+            }
+        },
+        &mut clock,
+    )
+}
+
+/// Checks a deadline every few thousand units of work (reading the clock
+/// per row would dominate a cheap loop).
+struct Clock {
+    deadline: Option<Instant>,
+    work: usize,
+}
+
+impl Clock {
+    fn new(deadline: Option<Instant>) -> Self {
+        Clock { deadline, work: 0 }
+    }
+
+    fn check(&self) -> std::result::Result<(), ExecError> {
+        match self.deadline {
+            Some(d) if Instant::now() > d => Err(ExecError::CompareTimeout),
+            _ => Ok(()),
+        }
+    }
+
+    fn tick(&mut self, units: usize) -> std::result::Result<(), ExecError> {
+        self.work += units;
+        if self.work >= 4096 {
+            self.work = 0;
+            self.check()?;
+        }
+        Ok(())
+    }
+}
+
+fn cell_hash(c: &Cell) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.hash(&mut h);
+    h.finish()
+}
+
+/// Spreads a hash before it is summed, so that sums of different multisets
+/// rarely collide (a collision only costs a wasted candidate).
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// Order-independent hashes of the multiset of values in each column and in
+/// each ordered pair of columns.
+struct Fingerprints {
+    single: Vec<u64>,
+    /// `pair[a * ncols + b]`: the multiset of `(row[a], row[b])`.
+    pair: Vec<u64>,
+    ncols: usize,
+}
+
+impl Fingerprints {
+    fn of(rows: &[Row], clock: &mut Clock) -> std::result::Result<Self, ExecError> {
+        let ncols = rows.first().map_or(0, Vec::len);
+        let mut single = vec![0u64; ncols];
+        let mut pair = vec![0u64; ncols * ncols];
+        let mut hashes = vec![0u64; ncols];
+        for r in rows {
+            clock.tick(ncols * ncols)?;
+            for (h, c) in hashes.iter_mut().zip(r) {
+                *h = cell_hash(c);
+            }
+            for a in 0..ncols {
+                single[a] = single[a].wrapping_add(mix(hashes[a]));
+                for b in 0..ncols {
+                    if a != b {
+                        let v = mix(hashes[a].rotate_left(17) ^ hashes[b].wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                        pair[a * ncols + b] = pair[a * ncols + b].wrapping_add(v);
+                    }
+                }
+            }
+        }
+        Ok(Fingerprints { single, pair, ncols })
+    }
+}
+
+/// Depth-first search over the column permutations that pass the
+/// fingerprints, gold column by gold column.
+struct PermSearch<'a> {
+    gold: &'a Fingerprints,
+    pred: &'a Fingerprints,
+    same_as: &'a [Option<usize>],
+    perm: Vec<usize>,
+    used: Vec<bool>,
+    tried: usize,
+}
+
+/// Checks one candidate permutation (`perm[gold column] = pred column`).
+type Verify<'v> = dyn FnMut(&[usize], &mut Clock) -> std::result::Result<bool, ExecError> + 'v;
+
+/// Candidates past this many are not tried (the answer is then `false`):
+/// only highly symmetric tables get here, and the deadline still applies.
+const MAX_PERMUTATIONS: usize = 10_000;
+
+impl PermSearch<'_> {
+    fn run(&mut self, verify: &mut Verify<'_>, clock: &mut Clock) -> std::result::Result<bool, ExecError> {
+        let n = self.gold.ncols;
+        let g = self.perm.len();
+        if g == n {
+            self.tried += 1;
+            clock.check()?;
+            return verify(&self.perm, clock);
+        }
+        for p in 0..n {
+            if self.tried >= MAX_PERMUTATIONS {
+                return Ok(false);
+            }
+            clock.tick(n)?;
+            if self.used[p] || self.gold.single[g] != self.pred.single[p] {
+                continue;
+            }
+            // Identical columns in their own order only.
+            if self.same_as[p].is_some_and(|q| !self.used[q]) {
+                continue;
+            }
+            let consistent = self.perm.iter().enumerate().all(|(g0, &p0)| {
+                self.gold.pair[g0 * n + g] == self.pred.pair[p0 * n + p]
+                    && self.gold.pair[g * n + g0] == self.pred.pair[p * n + p0]
+            });
+            if !consistent {
+                continue;
+            }
+            self.used[p] = true;
+            self.perm.push(p);
+            let found = self.run(verify, clock);
+            self.perm.pop();
+            self.used[p] = false;
+            if found? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
 
 /// Rows with their cells sorted compare equal (as a set, or as a list when
 /// order matters): a cheap necessary condition.
-fn quick_rej(a: &[Row], b: &[Row], order_matters: bool) -> bool {
-    let unorder = |row: &Row| -> Row {
-        let mut r = row.clone();
-        r.sort_by_cached_key(Cell::python_sort_key);
-        r
-    };
-    let sa: Vec<Row> = a.iter().map(unorder).collect();
-    let sb: Vec<Row> = b.iter().map(unorder).collect();
-    if order_matters {
+fn quick_rej(a: &[Row], b: &[Row], order_matters: bool, clock: &mut Clock) -> std::result::Result<bool, ExecError> {
+    fn unorder<'r>(row: &'r Row, clock: &mut Clock) -> std::result::Result<Vec<&'r Cell>, ExecError> {
+        clock.tick(row.len())?;
+        let mut r: Vec<&Cell> = row.iter().collect();
+        r.sort_by_cached_key(|c| c.python_sort_key());
+        Ok(r)
+    }
+    let sa = a
+        .iter()
+        .map(|r| unorder(r, clock))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let sb = b
+        .iter()
+        .map(|r| unorder(r, clock))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(if order_matters {
         sa == sb
     } else {
         sa.iter().collect::<HashSet<_>>() == sb.iter().collect::<HashSet<_>>()
-    }
-}
-
-fn multiset_eq(a: &[Row], b: &[Row]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut counts: HashMap<&Row, i64> = HashMap::new();
-    for r in a {
-        *counts.entry(r).or_default() += 1;
-    }
-    for r in b {
-        let c = counts.entry(r).or_default();
-        *c -= 1;
-        if *c < 0 {
-            return false;
-        }
-    }
-    true
-}
-
-/// Column permutations worth trying. Upstream samples 20 random prediction
-/// rows to prune candidates for more than 3 columns; pruning with every row
-/// is deterministic and keeps only permutations that can still succeed.
-fn candidate_permutations(gold_col_sets: &[HashSet<&Cell>], pred: &[Row], ncols: usize) -> Vec<Vec<usize>> {
-    let mut allowed: Vec<Vec<usize>> = vec![(0..ncols).collect(); ncols];
-    if ncols > 3 {
-        for (g, allowed_g) in allowed.iter_mut().enumerate() {
-            allowed_g.retain(|&p| {
-                pred.iter()
-                    .all(|row| row.get(p).is_some_and(|c| gold_col_sets[g].contains(c)))
-            });
-        }
-    }
-    let mut out = Vec::new();
-    let mut current = Vec::with_capacity(ncols);
-    let mut used = vec![false; ncols];
-    permute(&allowed, 0, &mut current, &mut used, &mut out);
-    out
-}
-
-fn permute(allowed: &[Vec<usize>], pos: usize, cur: &mut Vec<usize>, used: &mut [bool], out: &mut Vec<Vec<usize>>) {
-    if pos == allowed.len() {
-        out.push(cur.clone());
-        return;
-    }
-    // Cap the search: beyond this many candidates the answer is decided by
-    // the first ones found in practice, and factorial blow-up must not hang.
-    if out.len() >= 10_000 {
-        return;
-    }
-    for &c in &allowed[pos] {
-        if !used[c] {
-            used[c] = true;
-            cur.push(c);
-            permute(allowed, pos + 1, cur, used, out);
-            cur.pop();
-            used[c] = false;
-        }
-    }
+    })
 }
 
 // ---- query pre-processing of the test-suite evaluator ----
@@ -503,6 +826,37 @@ mod tests {
         assert!(!result_eq(&g, &rows(&[&[1, 2]]), false));
         assert!(result_eq(&[vec![Cell::Int(2)]], &[vec![Cell::Real(2.0)]], false));
         assert!(result_eq(&[], &[], true));
+    }
+
+    #[test]
+    fn result_eq_hashes_numbers_like_it_compares_them() {
+        // i64::MAX as f64 rounds to 2^63: equal, so they must hash alike.
+        let big = [vec![Cell::Int(i64::MAX)], vec![Cell::Int(1)]];
+        let real = [vec![Cell::Int(1)], vec![Cell::Real(2f64.powi(63))]];
+        assert!(result_eq(&big, &real, false));
+        assert!(result_eq(&[vec![Cell::Real(-0.0)]], &[vec![Cell::Int(0)]], false));
+    }
+
+    #[test]
+    fn comparison_past_its_deadline_gives_up() {
+        let g = rows(&[&[1, 2], &[3, 4]]);
+        let past = Instant::now() - Duration::from_millis(1);
+        assert_eq!(
+            result_eq_within(&g, &g, false, Some(past)),
+            Err(ExecError::CompareTimeout)
+        );
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(result_eq_within(&g, &g, false, Some(later)), Ok(true));
+    }
+
+    #[test]
+    fn single_statement_scan() {
+        assert_eq!(single_statement("SELECT 1"), Ok(8));
+        assert_eq!(single_statement("SELECT ';' ; -- x\n;"), Ok(11));
+        assert_eq!(single_statement("SELECT [a;b] /* ; */"), Ok(20));
+        assert!(single_statement("SELECT 1; SELECT 2").is_err());
+        assert!(single_statement("SELECT 1; 'x'").is_err());
+        assert!(single_statement("SELECT 1; /* open").is_ok());
     }
 
     #[test]

@@ -3,12 +3,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::exact::{self, ForeignKeyMap};
-use crate::exec::{self, ExecError, ExecLimits, Sandbox};
+use crate::exec::{self, ByteLimits, ExecError, ExecLimits, Sandbox};
 use crate::hardness::Hardness;
 use crate::parse::{parse_sql, Sql};
 use crate::schema::{sqlite_path, Schema, Tables};
@@ -85,7 +86,10 @@ pub struct ExampleResult {
 
 impl ExampleResult {
     pub fn timed_out(&self) -> bool {
-        matches!(self.exec_status, ExecStatus::Failed(ExecError::Timeout))
+        matches!(
+            self.exec_status,
+            ExecStatus::Failed(ExecError::Timeout | ExecError::CompareTimeout)
+        )
     }
 }
 
@@ -102,6 +106,7 @@ pub struct Evaluator {
     tables: Tables,
     db_dir: PathBuf,
     options: EvalOptions,
+    bytes: ByteLimits,
     dbs: HashMap<String, DbContext>,
 }
 
@@ -117,8 +122,16 @@ impl Evaluator {
             tables: Tables::load(tables_json)?,
             db_dir: db_dir.to_path_buf(),
             options,
+            bytes: ByteLimits::default(),
             dbs: HashMap::new(),
         })
+    }
+
+    /// Byte budgets of the sandboxes opened from now on (default
+    /// [`ByteLimits::default`]).
+    pub fn with_byte_limits(mut self, bytes: ByteLimits) -> Self {
+        self.bytes = bytes;
+        self
     }
 
     fn db(&mut self, db_id: &str) -> Result<&DbContext> {
@@ -132,7 +145,7 @@ impl Evaluator {
                 });
             }
             let sandbox = if self.options.execute {
-                Some(Sandbox::open(&path, self.options.limits)?)
+                Some(Sandbox::open_with(&path, self.options.limits, self.bytes)?)
             } else {
                 None
             };
@@ -222,7 +235,14 @@ impl Evaluator {
         };
         result.gold_rows = gold_rows.as_ref().ok().map(Vec::len);
         match (gold_rows, pred_rows) {
-            (Ok(g), Ok(p)) => result.exec_match = exec::result_eq(&g, &p, order_matters),
+            // The comparison gets a time limit of its own.
+            (Ok(g), Ok(p)) => {
+                let deadline = Instant::now() + self.options.limits.timeout;
+                match exec::result_eq_within(&g, &p, order_matters, Some(deadline)) {
+                    Ok(m) => result.exec_match = m,
+                    Err(e) => result.exec_status = ExecStatus::Failed(e),
+                }
+            }
             (Err(e), _) => result.gold_error = Some(e.to_string()),
             _ => {}
         }
