@@ -312,8 +312,9 @@ impl Adapter {
             path: dir.to_path_buf(),
             source: e,
         })?;
-        write_atomic(&dir.join(WEIGHTS_FILE), &self.weights_bytes()?)?;
-        write_atomic(&dir.join(CONFIG_FILE), self.config_json()?.as_bytes())
+        // Each file whole or not at all, even with concurrent writers.
+        sqlora_atomic::write(&dir.join(WEIGHTS_FILE), self.weights_bytes()?)?;
+        Ok(sqlora_atomic::write(&dir.join(CONFIG_FILE), self.config_json()?)?)
     }
 
     /// Attach a frozen [`LoraLayer`] to every module the adapter names. Every
@@ -404,22 +405,6 @@ pub fn merge<'a>(linears: impl IntoIterator<Item = (String, &'a mut Linear)>, de
         }
     }
     Ok(n)
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| Error::Io { path: p, source: e }
-    };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// Load the peft adapter in `dir` onto `model` (what `--adapter DIR` does).

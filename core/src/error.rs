@@ -54,6 +54,10 @@ pub enum Error {
     #[error("{0}")]
     Msg(String),
 
+    /// Writing a file (under a temporary name, renamed into place) failed.
+    #[error(transparent)]
+    Write(#[from] sqlora_atomic::Error),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -91,8 +91,8 @@ impl Text2Sql {
 
     /// The chat-templated prompt for a schema and question.
     pub fn prompt(&self, schema: &Schema, question: &str, shots: &[FewShot]) -> Result<String> {
-        let schema_text = schema.render(self.settings.schema_format);
-        self.settings.prompt(&self.template, &schema_text, question, shots)
+        let schema_text = self.settings.schema_text(schema, question, &self.tokenizer)?;
+        self.settings.prompt(&self.template, &schema_text.text, question, shots)
     }
 
     /// The part of the answer that `prompt` already holds (the answer prefix,
@@ -164,15 +164,21 @@ impl Text2Sql {
         if let Some(p) = pending {
             on_token(&p);
         }
-        Ok(self.answer(prompt, generation))
+        Ok(self.answer(prompt, generation, constraint.is_some()))
     }
 
     /// The SQL of a generation after `prompt` (which may end inside the answer:
     /// the completion then starts with the answer prefix).
-    fn answer(&self, prompt: &str, generation: Generation) -> SqlAnswer {
+    /// A `constrained` completion is the query itself; others may wrap it in
+    /// prose or fences ([`extract_sql`]).
+    fn answer(&self, prompt: &str, generation: Generation, constrained: bool) -> SqlAnswer {
         let completion = format!("{}{}", self.answer_start(prompt), generation.text);
+        let sql = match constrained {
+            true => completion.trim().trim_end_matches(';').trim_end().to_string(),
+            false => extract_sql(&completion),
+        };
         SqlAnswer {
-            sql: extract_sql(&completion),
+            sql,
             completion,
             generation,
         }
@@ -204,7 +210,7 @@ impl Text2Sql {
         Ok(prompts
             .iter()
             .zip(generations)
-            .map(|(p, g)| self.answer(p, g))
+            .map(|(p, g)| self.answer(p, g, !constraints.is_empty()))
             .collect())
     }
 }

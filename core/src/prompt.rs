@@ -1,7 +1,8 @@
 //! What the model is asked, identically in training, evaluation and the
 //! browser: [`PromptSettings`] (stored beside adapters and in GGUF metadata),
-//! the chat-templated prompt, the prompt/answer split for training with the
-//! schema cut to `max_length`, and [`extract_sql`] for completions.
+//! the schema as prompts show it ([`PromptSettings::schema_text`]), the
+//! chat-templated prompt, the prompt/answer split for training, and
+//! [`extract_sql`] for completions.
 //!
 //! The default user turn is the Python peer's (peer/common.py), so results are
 //! comparable:
@@ -20,7 +21,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::schema::{Schema, SchemaFormat};
+use crate::schema::{FittedSchema, Schema, SchemaFormat};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
@@ -48,7 +49,15 @@ pub struct PromptSettings {
     /// base model from answering in prose, and training moves it from the answer
     /// into the prompt, so both see the same split. Empty: no prefix.
     pub answer_prefix: String,
+    /// Most tokens the schema may take in a prompt; a longer one is cut by
+    /// what the question names ([`Schema::fit`]), the same way in training,
+    /// evaluation and the browser. `None`: always whole. 384 keeps 147 of
+    /// Spider's 166 schemas whole (SmolLM2's tokenizer, compact format).
+    pub schema_budget: Option<usize>,
 }
+
+/// See [`PromptSettings::schema_budget`].
+pub const DEFAULT_SCHEMA_BUDGET: usize = 384;
 
 impl Default for PromptSettings {
     fn default() -> Self {
@@ -57,6 +66,7 @@ impl Default for PromptSettings {
             schema_format: SchemaFormat::Compact,
             user_template: DEFAULT_USER_TEMPLATE.to_string(),
             answer_prefix: DEFAULT_ANSWER_PREFIX.to_string(),
+            schema_budget: Some(DEFAULT_SCHEMA_BUDGET),
         }
     }
 }
@@ -101,6 +111,25 @@ impl PromptSettings {
             ));
         }
         Ok(s)
+    }
+
+    /// The schema as a prompt shows it: rendered in `schema_format` and cut to
+    /// `schema_budget` tokens by what the question names. The one place
+    /// prompts get their schema: it never sees an answer, so a model is
+    /// trained on the schemas it will be shown.
+    pub fn schema_text(&self, schema: &Schema, question: &str, tok: &Tokenizer) -> Result<FittedSchema> {
+        let whole = || FittedSchema {
+            text: schema.render(self.schema_format),
+            dropped_tables: 0,
+            dropped_columns: 0,
+        };
+        let Some(budget) = self.schema_budget else {
+            return Ok(whole());
+        };
+        let fitted = schema.fit(self.schema_format, question, |text| {
+            Ok(tok.encode(text, false)?.len() <= budget)
+        })?;
+        Ok(fitted.unwrap_or_else(whole))
     }
 
     /// The user turn for a schema text, question and few-shot examples.
@@ -180,13 +209,10 @@ impl PromptSettings {
     /// Token ids of one training example within `max_length`.
     ///
     /// The prompt is encoded with [`Tokenizer::encode_prompt`] and the answer
-    /// on its own (so the prompt ids are exactly what generation sees). When
-    /// too long, few-shot examples are dropped first (last first), then the
-    /// schema is cut by [`Schema::fit`]; the question and answer never are.
-    /// The cut keeps what the question *or the answer* names: a schema cut
-    /// below the gold SQL's own tables and columns would teach the model to
-    /// write columns it was not shown.
-    /// `Ok(None)`: it cannot fit even with an empty schema.
+    /// on its own (so the prompt ids are exactly what generation sees). The
+    /// schema is [`Self::schema_text`]'s, as at inference; when the example
+    /// is still too long, few-shot examples are dropped (last first).
+    /// `Ok(None)`: it does not fit even without them (raise `max_length`).
     #[allow(clippy::too_many_arguments)]
     pub fn encode_example(
         &self,
@@ -198,38 +224,21 @@ impl PromptSettings {
         sql: &str,
         max_length: usize,
     ) -> Result<Option<EncodedExample>> {
-        let encode = |schema_text: &str, shots: &[FewShot]| -> Result<(Vec<u32>, Vec<u32>)> {
-            let t = self.training_text(template, schema_text, question, shots, sql)?;
-            Ok((tok.encode_prompt(&t.prompt)?, tok.encode(&t.answer, false)?))
-        };
-        let full_schema = schema.render(self.schema_format);
-        let mut n_shots = shots.len();
-        loop {
-            let (p, a) = encode(&full_schema, &shots[..n_shots])?;
+        let fitted = self.schema_text(schema, question, tok)?;
+        for n_shots in (0..=shots.len()).rev() {
+            let t = self.training_text(template, &fitted.text, question, &shots[..n_shots], sql)?;
+            let (p, a) = (tok.encode_prompt(&t.prompt)?, tok.encode(&t.answer, false)?);
             if p.len() + a.len() <= max_length {
-                return Ok(Some(EncodedExample::new(p, a, shots.len() - n_shots, 0, 0)));
+                return Ok(Some(EncodedExample::new(
+                    p,
+                    a,
+                    shots.len() - n_shots,
+                    fitted.dropped_tables,
+                    fitted.dropped_columns,
+                )));
             }
-            if n_shots == 0 {
-                break;
-            }
-            n_shots -= 1;
         }
-        let named = format!("{question}\n{sql}");
-        let fitted = schema.fit(self.schema_format, &named, |text| {
-            let (p, a) = encode(text, &[])?;
-            Ok(p.len() + a.len() <= max_length)
-        })?;
-        let Some(fitted) = fitted else {
-            return Ok(None);
-        };
-        let (p, a) = encode(&fitted.text, &[])?;
-        Ok(Some(EncodedExample::new(
-            p,
-            a,
-            shots.len(),
-            fitted.dropped_tables,
-            fitted.dropped_columns,
-        )))
+        Ok(None)
     }
 }
 

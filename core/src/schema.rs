@@ -436,7 +436,7 @@ impl Schema {
     /// The rule, in order of what goes first:
     /// 1. whole tables `named` does not mention (no word of the table's name or
     ///    of its columns' names occurs in it), last first; `named` is the
-    ///    question, and in training the question with its gold SQL;
+    ///    question (never an answer: see `PromptSettings::schema_text`);
     /// 2. columns that are neither keys nor mentioned in the question, from
     ///    the last table's last column backwards;
     /// 3. the remaining tables, last first.

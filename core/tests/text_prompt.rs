@@ -141,75 +141,83 @@ fn training_example_masks_the_prompt_and_ends_with_eos() {
 }
 
 #[test]
-fn long_examples_cut_shots_then_schema_never_question_or_answer() {
+fn long_examples_drop_shots_and_cut_the_schema_to_its_budget_never_question_or_answer() {
     let (tmpl, tok) = smollm2();
     let tables = SpiderTables::from_file(shared().join("data/spider/tables.json")).unwrap();
     // A big schema: college_2 has 11 tables.
     let schema = tables.schema("college_2").unwrap();
-    let s = PromptSettings::default();
+    let s = PromptSettings {
+        schema_budget: Some(60),
+        ..PromptSettings::default()
+    };
     let q = "What is the name of the instructor with the highest salary?";
     let sql = "SELECT name FROM instructor ORDER BY salary DESC LIMIT 1";
     let shots = [FewShot {
         question: "How many courses?".into(),
         sql: "SELECT count(*) FROM course".into(),
     }];
+    let fitted = s.schema_text(schema, q, &tok).unwrap();
+    assert!(fitted.was_cut() && tok.encode(&fitted.text, false).unwrap().len() <= 60);
+    assert!(
+        fitted.text.contains("instructor(ID text PK"),
+        "the named table survives: {}",
+        fitted.text
+    );
+    assert!(fitted.text.contains("salary"), "{}", fitted.text);
+
     let full = s
         .encode_example(&tmpl, &tok, schema, q, &shots, sql, 4096)
         .unwrap()
         .unwrap();
-    assert!(full.input_ids.len() > 200, "{}", full.input_ids.len());
     assert_eq!(full.dropped_shots, 0);
-
-    let max = 150;
-    let ex = s
-        .encode_example(&tmpl, &tok, schema, q, &shots, sql, max)
+    assert!(full.schema_cut());
+    let no_shots = s
+        .encode_example(&tmpl, &tok, schema, q, &[], sql, 4096)
         .unwrap()
         .unwrap();
-    assert!(ex.input_ids.len() <= max);
+    let ex = s
+        .encode_example(&tmpl, &tok, schema, q, &shots, sql, no_shots.input_ids.len())
+        .unwrap()
+        .unwrap();
     assert_eq!(ex.dropped_shots, 1);
-    assert!(ex.schema_cut());
+    assert_eq!(ex.input_ids, no_shots.input_ids);
     let text = tok.decode(&ex.input_ids, false).unwrap();
     assert!(text.contains(q), "question kept");
     assert!(text.ends_with(&format!("{sql}<|im_end|>")), "answer kept");
-    assert!(
-        text.contains("instructor(ID text PK"),
-        "the mentioned table survives: {text}"
-    );
-    assert!(text.contains("salary"), "{text}");
-
-    // Too small for even the question and answer.
+    // Too long even without shots: dropped, never cut further.
     assert!(s
-        .encode_example(&tmpl, &tok, schema, q, &shots, sql, 40)
+        .encode_example(&tmpl, &tok, schema, q, &shots, sql, no_shots.input_ids.len() - 1)
         .unwrap()
         .is_none());
 }
 
 #[test]
-fn schema_cut_keeps_what_the_gold_sql_names() {
+fn training_prompts_are_inference_prompts_whatever_the_answer() {
     let (tmpl, tok) = smollm2();
     let tables = SpiderTables::from_file(shared().join("data/spider/tables.json")).unwrap();
     let schema = tables.schema("college_2").unwrap();
-    let s = PromptSettings::default();
-    // The question names the student table but not `tot_cred`, which the answer needs:
-    // at every budget, the cut schema shows student with tot_cred, or not at all.
+    let s = PromptSettings {
+        schema_budget: Some(120),
+        ..PromptSettings::default()
+    };
+    // The question names the student table but not `tot_cred`, which one answer needs.
     let q = "Which student has the most credits?";
-    let sql = "SELECT name FROM student ORDER BY tot_cred DESC LIMIT 1";
-    let mut cut_with_student = 0;
-    for max in (60..=400).step_by(5) {
-        let Some(ex) = s.encode_example(&tmpl, &tok, schema, q, &[], sql, max).unwrap() else {
-            continue;
-        };
-        let text = tok.decode(&ex.input_ids[..ex.prompt_len], false).unwrap();
-        let schema_part = &text[..text.find("Question:").unwrap()];
-        if ex.schema_cut() && schema_part.contains("student(") {
-            cut_with_student += 1;
-            assert!(schema_part.contains("tot_cred"), "max {max}: {schema_part}");
-        }
+    let inference = s
+        .prompt(&tmpl, &s.schema_text(schema, q, &tok).unwrap().text, q, &[])
+        .unwrap();
+    for sql in [
+        "SELECT name FROM student ORDER BY tot_cred DESC LIMIT 1",
+        "SELECT name FROM student LIMIT 1",
+        "SELECT T1.name FROM student AS T1 JOIN takes AS T2 ON T1.id = T2.id GROUP BY T1.id ORDER BY count(*) DESC LIMIT 1",
+    ] {
+        let ex = s.encode_example(&tmpl, &tok, schema, q, &[], sql, 4096).unwrap().unwrap();
+        assert!(ex.schema_cut());
+        assert_eq!(
+            tok.decode(&ex.input_ids[..ex.prompt_len], false).unwrap(),
+            inference,
+            "the training prompt for `{sql}` is the inference prompt"
+        );
     }
-    assert!(
-        cut_with_student > 3,
-        "{cut_with_student} budgets cut the schema and kept student"
-    );
 }
 
 /// Not a check: how many Spider training examples fit 256 tokens uncut with

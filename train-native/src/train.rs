@@ -117,11 +117,12 @@ pub fn run(args: Args) -> Result<()> {
     let settings = prompt_settings(&cfg)?;
     let (train, eval, stats) = load_and_encode(&cfg, &tok, &template, &settings, &say)?;
     say(format!(
-        "train: {} sequences ({} schemas cut to fit max_length {}, {} too long, {} not starting with `{}`: dropped); eval: {} sequences",
+        "train: {} sequences ({} schemas cut to the prompt's schema budget of {} tokens as at inference; {} longer than max_length {}, {} not starting with `{}`: dropped); eval: {} sequences",
         train.len(),
         stats.schema_cut,
-        cfg.max_length,
+        settings.schema_budget.map_or("unlimited".to_string(), |b| b.to_string()),
         stats.dropped,
+        cfg.max_length,
         stats.unprefixed,
         settings.answer_prefix,
         eval.len()
@@ -134,9 +135,9 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
-    std::fs::write(out.join("train_config.toml"), cfg.to_toml())?;
+    sqlora_atomic::write(&out.join("train_config.toml"), cfg.to_toml())?;
     // Beside the adapter, so eval/generate/export rebuild the training prompt.
-    std::fs::write(out.join(PROMPT_SETTINGS_FILE), settings.to_json())?;
+    sqlora_atomic::write(&out.join(PROMPT_SETTINGS_FILE), settings.to_json())?;
 
     let mut trainer = build_trainer(&cfg, model, params, train, eval, &tok, lora_spec(&cfg), base_name, log)?;
     let resume = match resume_from {
@@ -384,6 +385,7 @@ pub fn prompt_settings(cfg: &TrainConfig) -> Result<PromptSettings> {
     Ok(PromptSettings {
         system: (!cfg.system_prompt.is_empty()).then(|| cfg.system_prompt.clone()),
         schema_format: cfg.schema_format()?,
+        schema_budget: (cfg.schema_budget > 0).then_some(cfg.schema_budget),
         ..PromptSettings::default()
     })
 }

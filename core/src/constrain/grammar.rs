@@ -124,40 +124,45 @@ const OPERAND_WORDS: &[&str] = &[
     "CURRENT_TIMESTAMP",
 ];
 
-/// SQLite's functions that a query over a schema needs. Left out on purpose:
+/// SQLite's functions that a query over a schema needs, with their arity. Left out on purpose:
 /// `randomblob`, `zeroblob`, `printf`/`format` (unbounded output), `random`,
 /// `load_extension` and the like.
-const FUNCTIONS: &[&str] = &[
-    "abs",
-    "avg",
-    "coalesce",
-    "count",
-    "date",
-    "datetime",
-    "group_concat",
-    "ifnull",
-    "iif",
-    "instr",
-    "julianday",
-    "length",
-    "lower",
-    "ltrim",
-    "max",
-    "min",
-    "nullif",
-    "replace",
-    "round",
-    "rtrim",
-    "strftime",
-    "substr",
-    "substring",
-    "sum",
-    "time",
-    "total",
-    "trim",
-    "typeof",
-    "upper",
+const FUNCTIONS: &[(&str, usize, usize)] = &[
+    ("abs", 1, 1),
+    ("avg", 1, 1),
+    ("coalesce", 2, 64),
+    ("count", 1, 1),
+    ("date", 0, 64),
+    ("datetime", 0, 64),
+    ("group_concat", 1, 2),
+    ("ifnull", 2, 2),
+    ("iif", 3, 3),
+    ("instr", 2, 2),
+    ("julianday", 1, 64),
+    ("length", 1, 1),
+    ("lower", 1, 1),
+    ("ltrim", 1, 2),
+    ("max", 1, 64),
+    ("min", 1, 64),
+    ("nullif", 2, 2),
+    ("replace", 3, 3),
+    ("round", 1, 2),
+    ("rtrim", 1, 2),
+    ("strftime", 1, 64),
+    ("substr", 2, 3),
+    ("substring", 2, 3),
+    ("sum", 1, 1),
+    ("time", 0, 64),
+    ("total", 1, 1),
+    ("trim", 1, 2),
+    ("typeof", 1, 1),
+    ("upper", 1, 1),
 ];
+
+/// `(fewest, most)` arguments of a known function.
+fn arity(name: &str) -> Option<(usize, usize)> {
+    FUNCTIONS.iter().find(|f| f.0 == name).map(|f| (f.1, f.2))
+}
 
 /// Deeper nesting than any real query: refuse rather than overflow the stack.
 const MAX_DEPTH: usize = 48;
@@ -439,7 +444,7 @@ impl<'a> Parser<'a> {
 
     /// Could a partial word `w` begin an operand here?
     fn operand_word_ok(&self, w: &str) -> bool {
-        if OPERAND_WORDS.iter().any(|k| begins(k, w)) || FUNCTIONS.iter().any(|f| begins(f, w)) {
+        if OPERAND_WORDS.iter().any(|k| begins(k, w)) || FUNCTIONS.iter().any(|f| begins(f.0, w)) {
             return true;
         }
         if self.scopes.last().is_some_and(|s| s.phase == Phase::Select) && short_alias(w) {
@@ -874,7 +879,7 @@ impl<'a> Parser<'a> {
                     qual: None,
                     col: name.clone(),
                 };
-                match FUNCTIONS.contains(&name.as_str()) || self.qualifier_ok(&name) || self.ref_ok(&col) {
+                match arity(&name).is_some() || self.qualifier_ok(&name) || self.ref_ok(&col) {
                     true => Err(Halt::Prefix),
                     false => Err(Halt::Invalid),
                 }
@@ -916,26 +921,35 @@ impl<'a> Parser<'a> {
     }
 
     fn call(&mut self, name: &str) -> P<()> {
-        if !FUNCTIONS.contains(&name) {
+        let Some(arity) = arity(name) else {
             return Err(Halt::Invalid);
-        }
+        };
         self.expect_op("(")?;
         let star_ok = std::mem::replace(&mut self.star_ok, false);
-        let r = self.call_args(name);
+        let r = self.call_args(name, arity);
         self.star_ok = star_ok;
         r
     }
 
-    fn call_args(&mut self, name: &str) -> P<()> {
+    /// Arguments and `)`, their number within `(fewest, most)`.
+    fn call_args(&mut self, name: &str, (fewest, most): (usize, usize)) -> P<()> {
         if name == "count" && self.eat_op("*")? {
             return self.expect_op(")");
         }
-        if self.eat_op(")")? {
+        if fewest == 0 && self.eat_op(")")? {
             return Ok(());
         }
         self.eat_kw("DISTINCT")?;
-        self.expr_list()?;
-        self.expect_op(")")
+        let mut n = 1;
+        self.expr()?;
+        while n < most && self.eat_op(",")? {
+            self.expr()?;
+            n += 1;
+        }
+        match n >= fewest {
+            true => self.expect_op(")"),
+            false => Err(Halt::Invalid),
+        }
     }
 
     fn case_expr(&mut self) -> P<()> {

@@ -94,7 +94,7 @@ impl SqlGrammar {
             return None;
         }
         let aliases = dangling_qualifiers(text);
-        let mut pieces: Vec<String> = [")", "'", "\"", " END", " 1", " = 1"].map(String::from).to_vec();
+        let mut pieces: Vec<String> = [")", "'", "\"", " END", " 1", " = 1", " x"].map(String::from).to_vec();
         pieces.extend(aliases.iter().map(|a| format!(" AS {a}")));
         for t in &self.schema.tables {
             pieces.push(format!(" FROM {}", t.name));
@@ -108,6 +108,10 @@ impl SqlGrammar {
             let mut next = Vec::new();
             for tail in &frontier {
                 for p in &pieces {
+                    // Filler is used once; only brackets may repeat.
+                    if p != ")" && tail.contains(p.as_str()) {
+                        continue;
+                    }
                     if *budget == 0 {
                         return None;
                     }
@@ -257,7 +261,7 @@ impl SqlConstraint {
         }
         // Closing later keeps more of what the model wrote; one budget of
         // checks for all tries bounds the cost (~20k parses, well under a second).
-        let mut budget = 20_000;
+        let mut budget = 30_000;
         (0..=n).rev().find_map(|k| {
             // Short closings at many cut points beat long ones at a few.
             let mut here = budget.min(400);
@@ -280,28 +284,57 @@ impl SqlConstraint {
         }
         let mut order: Vec<u32> = (0..scores.len() as u32).collect();
         let mut out = Vec::with_capacity(m);
-        let mut from = 0;
-        let mut chunk = 64;
-        while from < order.len() && out.len() < m {
+        // Past the first 64, a token is tried only if its first character
+        // fits (valid prefixes are closed under taking prefixes), and at most
+        // MAX_CHECKS are: where nothing fits by then, the query is closed instead.
+        let mut first_chars: Option<[bool; 128]> = None;
+        let mut checks = 0;
+        let (mut from, mut chunk) = (0, 64);
+        while from < order.len() && out.len() < m && checks < MAX_CHECKS {
             let to = (from + chunk).min(order.len());
             let rest = &mut order[from..];
             if to - from < rest.len() {
                 rest.select_nth_unstable_by(to - from - 1, desc);
             }
             order[from..to].sort_by(desc);
-            out.extend(
-                order[from..to]
-                    .iter()
-                    .copied()
-                    .filter(|&id| self.allows(state, id))
-                    .take(m - out.len()),
-            );
+            for &id in &order[from..to] {
+                if out.len() == m || checks >= MAX_CHECKS {
+                    break;
+                }
+                if from > 0 && !self.stops.contains(&id) {
+                    let fits = first_chars.get_or_insert_with(|| self.first_chars(state));
+                    match self.vocab.piece(id).and_then(|p| p.bytes().next()) {
+                        Some(b) if b < 128 && fits[b as usize] => {}
+                        Some(b) if b >= 128 => {}
+                        _ => continue,
+                    }
+                }
+                checks += 1;
+                if self.allows(state, id) {
+                    out.push(id);
+                }
+            }
             from = to;
             chunk *= 4;
         }
         out
     }
+
+    /// Which ASCII characters may come next.
+    fn first_chars(&self, state: &SqlState) -> [bool; 128] {
+        let mut fits = [false; 128];
+        let mut text = state.text.clone();
+        for b in (b'\t'..=b'\n').chain(b' '..=b'~') {
+            text.push(b as char);
+            fits[b as usize] = !has_blank_line_at_end(&text) && self.grammar.verdict(&text) != Verdict::Invalid;
+            text.pop();
+        }
+        fits
+    }
 }
+
+/// Most candidate tokens tried in one step (a few milliseconds of parsing).
+const MAX_CHECKS: usize = 512;
 
 /// A query holds no blank line: a model that starts one is rambling.
 fn has_blank_line_at_end(text: &str) -> bool {

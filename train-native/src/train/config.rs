@@ -47,7 +47,11 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Optimizer steps to run; 0 = `epochs` over the data.
     pub max_steps: usize,
+    /// Longest training sequence in tokens; longer examples are dropped.
     pub max_length: usize,
+    /// Most tokens of schema in a prompt (cut by what the question names,
+    /// identically at inference: it is saved with the adapter); 0 = whole.
+    pub schema_budget: usize,
     /// Warm-up as a share of all optimizer steps (rounded up, as transformers does)...
     pub warmup_ratio: f64,
     /// ...or as a count, which wins when > 0.
@@ -123,7 +127,8 @@ impl Default for TrainConfig {
             grad_accum: 2,
             epochs: 1,
             max_steps: 0,
-            max_length: 256,
+            max_length: 512,
+            schema_budget: sqlora_core::prompt::DEFAULT_SCHEMA_BUDGET,
             warmup_ratio: 0.1,
             warmup_steps: 0,
             lr_scheduler: "cosine".into(),

@@ -1,8 +1,8 @@
 //! Example → token ids with a loss mask over the SQL answer and its end of
 //! turn only, through core's [`PromptSettings::encode_example`] (the same
 //! prompt that evaluation, generation and the browser build): chat template,
-//! schema cut to `max_length` (never the question or the answer), few-shot
-//! examples dropped first when too long.
+//! schema cut to the prompt's schema budget by what the question names (as at
+//! inference), few-shot examples dropped first when too long.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,11 +19,11 @@ use super::data::Example;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct EncodeStats {
     pub encoded: usize,
-    /// Examples whose schema was cut to fit `max_length`.
+    /// Examples whose schema was cut to the schema budget.
     pub schema_cut: usize,
     /// Examples that lost few-shot examples to fit.
     pub shots_dropped: usize,
-    /// Examples too long even with the smallest schema (dropped).
+    /// Examples longer than `max_length` even without few-shot examples (dropped).
     pub dropped: usize,
     /// Examples whose SQL does not start with the answer prefix (`SELECT`): dropped.
     pub unprefixed: usize,
