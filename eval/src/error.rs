@@ -19,6 +19,9 @@ pub enum Error {
     /// treats such a prediction as an empty query).
     #[error("cannot parse SQL: {0}")]
     Parse(String),
+    /// Writing a report (under a temporary name, renamed into place) failed.
+    #[error(transparent)]
+    Write(#[from] sqlora_atomic::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

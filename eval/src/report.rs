@@ -156,25 +156,24 @@ impl Report {
         s
     }
 
+    /// Written whole or not at all (a temporary renamed into place).
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("report serialises");
-        std::fs::write(path, text + "\n").map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        Ok(sqlora_atomic::write(path, text + "\n")?)
     }
 }
 
-/// One JSON object per line.
+/// One JSON object per line, written whole or not at all.
 pub fn write_jsonl<T: Serialize>(path: &Path, records: &[T]) -> Result<()> {
+    let mut out = sqlora_atomic::AtomicFile::create(path)?;
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
     for r in records {
-        serde_json::to_writer(&mut out, r).expect("record serialises");
+        // Records always serialise; what can fail here is the disk.
+        serde_json::to_writer(&mut out, r).map_err(|e| io(e.into()))?;
         out.write_all(b"\n").map_err(io)?;
     }
-    out.flush().map_err(io)
+    Ok(out.commit()?)
 }

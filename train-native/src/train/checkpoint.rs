@@ -2,9 +2,11 @@
 //! parameters and AdamW moments (`trainer_state.safetensors`), where the loop
 //! stands (`trainer_state.json`) and a peft adapter for convenience.
 //!
-//! A checkpoint is built in a hidden temporary directory, synced, then
+//! A checkpoint is built in a hidden temporary directory of its own (named
+//! by process and counter, see `sqlora_atomic::TempDir`), synced, then
 //! renamed into place: a kill at any moment leaves either no checkpoint or a
-//! complete one, never a torn one.
+//! complete one, never a torn one, and the next save removes what a killed
+//! run left.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,9 +50,9 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf> {
     let final_dir = dir_for(output_dir, state.step);
-    let tmp = output_dir.join(format!(".tmp-{PREFIX}{:06}-{}", state.step, std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    // Torn temporaries of killed runs (any step) go; a live writer's stay.
+    sqlora_atomic::clean_stale_matching(output_dir, |name| name.starts_with(PREFIX));
+    let tmp = sqlora_atomic::TempDir::create(&final_dir)?;
     let mut tensors: HashMap<String, Tensor> = opt.state_tensors();
     for p in opt.params() {
         tensors.insert(format!("param.{}", p.name), p.var.as_tensor().clone());
@@ -59,19 +61,14 @@ pub fn save(
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
         .collect::<Result<_>>()?;
-    candle_core::safetensors::save(&tensors, tmp.join("trainer_state.safetensors"))?;
-    std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(state)?)?;
-    save_peft(&tmp, opt.params(), spec, base)?;
-    for entry in std::fs::read_dir(&tmp)? {
-        std::fs::File::open(entry?.path())?.sync_all()?;
-    }
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir)?;
-    }
-    std::fs::rename(&tmp, &final_dir).with_context(|| format!("{}: cannot rename into place", final_dir.display()))?;
-    if let Ok(d) = std::fs::File::open(output_dir) {
-        let _ = d.sync_all();
-    }
+    candle_core::safetensors::save(&tensors, tmp.path().join("trainer_state.safetensors"))?;
+    std::fs::write(
+        tmp.path().join("trainer_state.json"),
+        serde_json::to_string_pretty(state)?,
+    )?;
+    save_peft(tmp.path(), opt.params(), spec, base)?;
+    // Synced, then renamed over any older copy of this step.
+    tmp.commit()?;
     prune(output_dir, keep)?;
     Ok(final_dir)
 }
@@ -219,6 +216,31 @@ mod tests {
             a.params()[0].var.as_tensor().to_vec2::<f32>().unwrap()
         );
         assert!(dir_for(&dir, 4).join("adapter_model.safetensors").is_file());
+
+        // The next save removes torn temporaries whose writer is gone (a pid
+        // above Linux's pid_max), old-style and new-style, and keeps one whose
+        // writer lives (pid 1).
+        let dead_old = dir.join(".tmp-checkpoint-000007-4206649");
+        let dead_new = dir.join(".checkpoint-000008.4206649.0-1f.tmp");
+        for d in [&dead_old, &dead_new] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("trainer_state.json"), "{").unwrap();
+        }
+        let st = LoopState {
+            step: 5,
+            ..Default::default()
+        };
+        save(&dir, &st, &a, &spec, "base", 2).unwrap();
+        assert!(!dead_old.exists() && !dead_new.exists());
+        if std::path::Path::new("/proc/1").exists() {
+            assert!(dir.join(".tmp-checkpoint-000009-1").exists());
+        }
+        let hidden: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert_eq!(hidden, [".tmp-checkpoint-000009-1"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

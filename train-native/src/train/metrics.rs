@@ -64,9 +64,7 @@ impl Metrics {
             text.push_str(&serde_json::to_string(r)?);
             text.push('\n');
         }
-        let tmp = self.path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)?;
+        sqlora_atomic::write(&self.path, text)?;
         Ok(())
     }
 
@@ -80,7 +78,10 @@ impl Metrics {
             .create(true)
             .open(&self.path)
             .with_context(|| format!("{}: cannot open", self.path.display()))?;
-        writeln!(f, "{}", serde_json::to_string(&r)?)?;
+        // One write call per line: appends from two runs never interleave
+        // within a line (`writeln!` may split it into several writes).
+        f.write_all(format!("{}\n", serde_json::to_string(&r)?).as_bytes())
+            .with_context(|| format!("{}: cannot append", self.path.display()))?;
         self.records.push(r);
         self.draw()
     }
@@ -142,9 +143,7 @@ impl Metrics {
                 .map_err(plot_err)?;
             root.present().map_err(plot_err)?;
         }
-        let tmp = self.svg.with_extension("svg.tmp");
-        std::fs::write(&tmp, svg)?;
-        std::fs::rename(&tmp, &self.svg)?;
+        sqlora_atomic::write(&self.svg, svg)?;
         Ok(())
     }
 }
