@@ -146,6 +146,11 @@ impl AdapterConfig {
         if !self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty() {
             return bad("per-module rank_pattern/alpha_pattern is not supported".into());
         }
+        // A list names modules; one string may be peft's regex, which the
+        // tensors' names then settle.
+        if let TargetModules::List(_) = &self.target_modules {
+            self.lora_config().validate().or_else(|e| bad(e.to_string()))?;
+        }
         Ok(())
     }
 }

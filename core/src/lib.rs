@@ -12,6 +12,7 @@ pub mod config;
 pub mod constrain;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod default_model;
 pub mod dropout;
 pub mod error;
 pub mod export;

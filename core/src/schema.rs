@@ -241,7 +241,7 @@ impl Schema {
             let indent = line.len() - line.trim_start().len();
             let mut body = trimmed;
             let mut offset = indent;
-            if body.len() > 6 && body[..6].eq_ignore_ascii_case("table ") {
+            if body.len() > 6 && body.get(..6).is_some_and(|w| w.eq_ignore_ascii_case("table ")) {
                 body = &body[6..];
                 offset += 6;
             }

@@ -336,5 +336,25 @@ fn bad_adapter_files_get_clear_errors() {
         e.contains("down_proj.lora_B") && e.contains("non-finite") && e.contains("adapter_model.safetensors"),
         "{e}"
     );
+
+    // A module the model lacks (layer 30 of a 30-layer model) is refused where it is applied.
+    let mut extra = peer.clone();
+    let ab = extra.weights["model.layers.0.self_attn.q_proj"].clone();
+    extra.weights.insert("model.layers.30.self_attn.q_proj".into(), ab);
+    let mut model = f32_model();
+    let e = extra.apply(model.linears_mut()).unwrap_err().to_string();
+    assert!(
+        e.contains("model.layers.30.self_attn.q_proj") && e.contains("does not have"),
+        "{e}"
+    );
+
+    // A config naming a target that is no linear projection is refused at load.
+    let mut cfg: serde_json::Value = serde_json::from_str(&peer.config_json().unwrap()).unwrap();
+    cfg["target_modules"] = serde_json::json!(["q_proj", "embed_tokens"]);
+    let st = peer.weights_bytes().unwrap();
+    let e = Adapter::from_bytes(&cfg.to_string(), &st, &dir, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("adapter_config.json") && e.contains("embed_tokens"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -108,6 +108,25 @@ test('Stop interrupts a generation and the model comes back from the cache', { t
   assert.match(await page.textContent(byId('model-status')), /from cache/);
 });
 
+test('a question longer than the model\'s context is refused with the token count and the limit', { timeout: LOAD_TIMEOUT * 2 }, async () => {
+  const { page } = browser;
+  await page.goto(`${server.url}/?model=models/${MODEL_FILE}`);
+  await page.waitForSelector(`${byId('generate')}:not([disabled])`, { timeout: LOAD_TIMEOUT });
+  await page.fill(byId('schema'), CONCERT_SINGER);
+  // ~7 tokens a sentence: well past SmolLM2's 8,192 positions.
+  await page.fill(byId('question'), 'How many singers are there? '.repeat(2000));
+  await page.click(byId('generate'));
+  await page.waitForSelector(`${byId('error')}:visible`, { timeout: 60_000 });
+  const text = await page.textContent(byId('error'));
+  assert.match(text, /the prompt has \d+ tokens; this model takes at most \d+/, text);
+  const [, n, limit] = text.match(/has (\d+) tokens; this model takes at most (\d+)/).map(Number);
+  assert.ok(n > limit, `${n} > ${limit}`);
+  assert.equal(await page.textContent(byId('output')), '', 'nothing was generated');
+  // The page stays usable: a short question generates again.
+  await page.fill(byId('question'), 'How many singers are there?');
+  await page.waitForSelector(`${byId('generate')}:not([disabled])`, { timeout: 5_000 });
+});
+
 test('a missing model URL shows a clear, retryable error', { timeout: 60_000 }, async () => {
   const { page } = browser;
   await page.goto(`${server.url}/`);

@@ -20,10 +20,14 @@ const TYPES = {
   '.png': 'image/png', '.gguf': 'application/octet-stream',
 };
 
-/** The default base model, located as the project does (SQLORA_MODEL, SQLORA_CACHE, ~/.cache/sqlora). */
+/**
+ * The default base model, by the rule of core/src/default_model.rs (SQLORA_MODEL,
+ * else SQLORA_CACHE, else XDG_CACHE_HOME/sqlora, else ~/.cache/sqlora).
+ */
 export function defaultModelPath() {
   if (process.env.SQLORA_MODEL) return process.env.SQLORA_MODEL;
-  const cache = process.env.SQLORA_CACHE || path.join(os.homedir(), '.cache', 'sqlora');
+  const cache = process.env.SQLORA_CACHE ||
+    path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'sqlora');
   return path.join(cache, DEFAULT_MODEL_FILE);
 }
 

@@ -148,10 +148,9 @@ fn constrain(a: ConstrainArgs) -> anyhow::Result<()> {
         t2s.apply_adapter(dir)?;
     }
     let tables = SpiderTables::from_file(&a.tables)?;
-    let dev: Vec<serde_json::Value> = serde_json::from_slice(
-        &std::fs::read(&a.data).with_context(|| format!("reading {}", a.data.display()))?,
-    )
-    .with_context(|| format!("{}: not a JSON list of examples", a.data.display()))?;
+    let dev: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&a.data).with_context(|| format!("reading {}", a.data.display()))?)
+            .with_context(|| format!("{}: not a JSON list of examples", a.data.display()))?;
     let cfg = GenerationConfig::default();
     let t = Instant::now();
     let stops = t2s.tokenizer.stop_ids();
@@ -392,6 +391,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         format!("batch_size={}", a.batch),
         format!("grad_accum={}", a.grad_accum),
         format!("max_length={}", a.seq_len),
+        // Half of each sequence for the schema, the rest for question and answer.
+        format!("schema_budget={}", a.seq_len / 2),
         format!("lora_r={}", a.lora_r),
         format!("lora_alpha={}", 2 * a.lora_r),
         format!("max_steps={steps}"),

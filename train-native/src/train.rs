@@ -356,27 +356,12 @@ pub fn load_and_encode(
     Ok((train_enc, eval_enc, stats))
 }
 
-/// `default` → `$SQLORA_MODEL`, else `$SQLORA_CACHE/…gguf`, else `~/.cache/sqlora/…gguf`.
+/// `default` → the default base model ([`sqlora_core::default_model`]), which must exist.
 pub fn resolve_base(spec: &str) -> Result<String> {
     if spec != "default" {
         return Ok(spec.to_string());
     }
-    const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-    if let Some(p) = std::env::var_os("SQLORA_MODEL") {
-        return Ok(PathBuf::from(p).display().to_string());
-    }
-    let dir = match std::env::var_os("SQLORA_CACHE") {
-        Some(c) => PathBuf::from(c),
-        None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?).join(".cache/sqlora"),
-    };
-    let p = dir.join(FILE);
-    if !p.is_file() {
-        bail!(
-            "{}: default base model not found (run `sqlora fetch-model`, or set base / SQLORA_MODEL)",
-            p.display()
-        );
-    }
-    Ok(p.display().to_string())
+    Ok(sqlora_core::default_model::existing()?.display().to_string())
 }
 
 /// The prompt settings of a run: core's defaults with the configured system

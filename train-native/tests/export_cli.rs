@@ -26,6 +26,7 @@ fn train_adapter(dir: &Path) -> PathBuf {
         "grad_accum=1".into(),
         "max_steps=2".into(),
         "max_length=192".into(),
+        "schema_budget=96".into(),
         "lora_r=8".into(),
         "lora_alpha=16".into(),
         "learning_rate=1e-3".into(),

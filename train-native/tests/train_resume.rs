@@ -84,6 +84,7 @@ fn train_cmd(model: &Path, out: &Path) -> Command {
         "limit_train=24".into(),
         "limit_eval=6".into(),
         "max_length=128".into(),
+        "schema_budget=64".into(),
         "batch_size=2".into(),
         "grad_accum=2".into(),
         "max_steps=6".into(),

@@ -173,21 +173,10 @@ fn stop_name(s: StopReason) -> &'static str {
 mod tests {
     use super::*;
 
-    /// The default base model, located as the house rules say.
-    fn model_path() -> Option<std::path::PathBuf> {
-        if let Ok(p) = std::env::var("SQLORA_MODEL") {
-            return Some(p.into());
-        }
-        let cache = std::env::var("SQLORA_CACHE")
-            .map(std::path::PathBuf::from)
-            .ok()
-            .or_else(|| {
-                std::env::var("HOME")
-                    .ok()
-                    .map(|h| std::path::Path::new(&h).join(".cache/sqlora"))
-            })?;
-        let p = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-        p.is_file().then_some(p)
+    /// The default base model, located as every command finds it; a missing
+    /// one fails the test with the command that fetches it.
+    fn model_path() -> std::path::PathBuf {
+        sqlora_core::default_model::existing().unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -200,10 +189,7 @@ mod tests {
 
     #[test]
     fn concert_singer_question_streams_an_answer() {
-        let Some(path) = model_path() else {
-            eprintln!("skipped: default model not found (set SQLORA_MODEL)");
-            return;
-        };
+        let path = model_path();
         let bytes = std::fs::read(&path).unwrap();
         let engine = Engine::from_gguf_bytes(bytes, &path.display().to_string()).unwrap();
         let prompt = engine
@@ -240,7 +226,7 @@ mod tests {
 
     #[test]
     fn bench_decodes_the_requested_tokens() {
-        let Some(path) = model_path() else { return };
+        let path = model_path();
         let engine = Engine::from_gguf_bytes(std::fs::read(&path).unwrap(), "m").unwrap();
         let prompt = engine.prompt("t: a", "List a").unwrap();
         let t0 = std::time::Instant::now();
@@ -256,7 +242,7 @@ mod tests {
 
     #[test]
     fn stop_callback_cancels() {
-        let Some(path) = model_path() else { return };
+        let path = model_path();
         let engine = Engine::from_gguf_bytes(std::fs::read(&path).unwrap(), "m").unwrap();
         let prompt = engine.prompt("t: a", "List a").unwrap();
         let mut n = 0;
@@ -279,7 +265,7 @@ mod tests {
         use candle_core::quantized::GgmlDType;
         use sqlora_core::export::{export_gguf, ExportOptions};
         use sqlora_core::weights::GgufFile;
-        let path = model_path().expect("default model not found (set SQLORA_MODEL)");
+        let path = model_path();
         let out = std::env::var("SQLORA_Q8_OUT")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|_| std::env::temp_dir().join("smollm2-q8_0.gguf"));

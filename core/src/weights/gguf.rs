@@ -69,7 +69,13 @@ impl GgufFile {
     fn check_sizes(&self) -> Result<()> {
         let len = self.bytes.len() as u64;
         for (name, info) in &self.content.tensor_infos {
-            let end = self.content.tensor_data_offset + info.offset + byte_len(info)? as u64;
+            let size = byte_len(info).map_err(|e| Error::file(&self.origin, format!("tensor `{name}`: {e}")))?;
+            let end = self
+                .content
+                .tensor_data_offset
+                .checked_add(info.offset)
+                .and_then(|start| start.checked_add(size as u64))
+                .unwrap_or(u64::MAX);
             if end > len {
                 return Err(Error::file(
                     &self.origin,
@@ -290,16 +296,22 @@ impl GgufFile {
     }
 }
 
-/// Bytes a tensor occupies in the file.
+/// Bytes a tensor occupies in the file. The dimensions come from the file:
+/// their product may overflow, which must be an error, not a wrapped size.
 fn byte_len(info: &TensorInfo) -> Result<usize> {
-    let n = info.shape.elem_count();
+    let dims = info.shape.dims();
+    let too_big = || Error::msg(format!("tensor of shape {dims:?} is larger than any file"));
+    let n = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(too_big)?;
     let bs = info.ggml_dtype.block_size();
     if !n.is_multiple_of(bs) {
         return Err(Error::msg(format!(
             "tensor of {n} elements is not a whole number of {bs}-blocks"
         )));
     }
-    Ok(n / bs * info.ggml_dtype.type_size())
+    (n / bs).checked_mul(info.ggml_dtype.type_size()).ok_or_else(too_big)
 }
 
 /// llama.cpp row `h*hd + 2d + a` holds HF row `h*hd + a*hd/2 + d`; move whole rows back.

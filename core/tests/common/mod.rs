@@ -10,21 +10,10 @@ pub fn shared() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
 
-/// The default base GGUF: `$SQLORA_MODEL`, else the CLI's cache (fetched by `sqlora fetch-model`).
+/// The default base GGUF, located as the CLI does; a missing one fails the
+/// test with the command that fetches it.
 pub fn smollm2_gguf() -> PathBuf {
-    if let Some(p) = std::env::var_os("SQLORA_MODEL") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("SQLORA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sqlora"));
-    let p = cache.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo run -p sqlora -- fetch-model` first",
-        p.display()
-    );
-    p
+    sqlora_core::default_model::existing().unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn reference_json(rel: &str) -> serde_json::Value {

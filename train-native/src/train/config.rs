@@ -180,11 +180,17 @@ impl TrainConfig {
             }
             None => toml::Table::new(),
         };
+        let mut from_set = std::collections::HashSet::new();
         for set in sets {
             let (key, value) = parse_set(set)?;
+            from_set.insert(key.clone());
             table.insert(key, value);
         }
-        let origin = file.map(|p| p.display().to_string()).unwrap_or_else(|| "--set".into());
+        // Blame a bad key on where it came from: `--set` wins over the file.
+        let origin_of = |key: &str| match file {
+            Some(p) if !from_set.contains(key) => p.display().to_string(),
+            _ => "--set".to_string(),
+        };
         let cfg: TrainConfig = match toml::Value::Table(table.clone()).try_into() {
             Ok(c) => c,
             Err(e) => {
@@ -195,8 +201,8 @@ impl TrainConfig {
                     toml::Value::Table(one).try_into::<TrainConfig>().is_err()
                 });
                 match culprit {
-                    Some((k, v)) => bail!("{origin}: key `{k}` = {v}: {}", e.message()),
-                    None => bail!("{origin}: {}", e.message()),
+                    Some((k, v)) => bail!("{}: key `{k}` = {v}: {}", origin_of(k), e.message()),
+                    None => bail!("{}: {}", origin_of(""), e.message()),
                 }
             }
         };
@@ -243,6 +249,15 @@ impl TrainConfig {
             if v == 0 {
                 bail!("config: `{k}` must be at least 1");
             }
+        }
+        // The schema is only part of a prompt: a budget that fills max_length
+        // leaves nothing for the question and answer, and drops every example.
+        if self.schema_budget >= self.max_length {
+            bail!(
+                "config: `schema_budget` ({}) must be less than `max_length` ({}): the sequence also holds the question and the answer; raise max_length or lower schema_budget (0 = whole schema)",
+                self.schema_budget,
+                self.max_length
+            );
         }
         if self.epochs == 0 && self.max_steps == 0 {
             bail!("config: set `epochs` or `max_steps` to at least 1");
@@ -341,10 +356,10 @@ mod tests {
         let c = TrainConfig::resolve(None, &[]).unwrap();
         assert_eq!((c.lora_r, c.lora_alpha, c.lora_dropout), (64, 128.0, 0.05));
         assert_eq!(c.target_modules.len(), 7);
-        assert_eq!(
-            (c.learning_rate, c.batch_size, c.grad_accum, c.epochs, c.max_length),
-            (2e-4, 4, 2, 1, 256)
-        );
+        assert_eq!((c.learning_rate, c.batch_size, c.grad_accum, c.epochs), (2e-4, 4, 2, 1));
+        // The seeds' 256 tokens would cut schemas by the gold SQL; we train on
+        // the schema inference shows (up to 384 tokens), so sequences are longer.
+        assert_eq!((c.max_length, c.schema_budget), (512, 384));
         assert_eq!(c.lr_scheduler, "cosine");
         assert_eq!(c.quantization, "nf4");
         assert!(!c.gradient_checkpointing);
@@ -358,6 +373,7 @@ mod tests {
             "learning_rate=0",
             "lora_alpha=-1",
             "weight_decay=nan",
+            "max_length=384",
             "adam_beta1=1",
             "adam_beta2=-0.1",
             "adam_epsilon=0",
@@ -414,6 +430,23 @@ mod tests {
         let e = TrainConfig::resolve(None, &["lr_scheduler=exp".into()]).unwrap_err();
         assert!(e.to_string().contains("exp"), "{e}");
         assert!(TrainConfig::resolve(None, &["noequals".into()]).is_err());
+    }
+
+    #[test]
+    fn a_bad_value_is_blamed_on_where_it_came_from() {
+        let dir = std::env::temp_dir().join(format!("sqlora-cfg-blame-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "lora_r = 8\nbatch_size = \"four\"\n").unwrap();
+        let e = TrainConfig::resolve(Some(&path), &["batch_size=2".into(), "lora_r=-1".into()]).unwrap_err();
+        assert!(e.to_string().starts_with("--set: key `lora_r`"), "{e}");
+        let e = TrainConfig::resolve(Some(&path), &["seed=1".into()]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: key `batch_size`", path.display())),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -15,14 +15,10 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The default base model, located as the binary does.
+/// The default base model, located as the binary does; a missing one fails
+/// the test with the command that fetches it.
 pub fn default_base() -> PathBuf {
-    std::env::var_os("SQLORA_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("SQLORA_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sqlora"));
-        cache.join("SmolLM2-135M-Instruct.Q4_1.gguf")
-    })
+    sqlora_core::default_model::existing().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Run the binary under test; its stderr is echoed (shown when a test fails).

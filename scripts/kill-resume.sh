@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Kills a small QLoRA training (SIGKILL) at random moments, KILLS times,
+# resuming it after each kill, then lets it finish: its adapter and metrics
+# must be byte-identical to those of the same training run without a kill.
+#
+# Usage: scripts/kill-resume.sh [KILLS (20)] [SEED (random)]
+# Environment: SQLORA_BIN (default: builds `sqlora` into CARGO_TARGET_DIR),
+# SQLORA_SHARED (default ../shared: Spider), the default base model
+# (sqlora fetch-model), RAYON_NUM_THREADS (default 2).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+KILLS=${1:-20}
+SEED=${2:-$RANDOM}
+export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
+SHARED="${SQLORA_SHARED:-$(cd .. && pwd)/shared}"
+SPIDER="$SHARED/data/spider"
+if [[ -z "${SQLORA_BIN:-}" ]]; then
+  cargo build -q -p sqlora
+  SQLORA_BIN="${CARGO_TARGET_DIR:-target}/debug/sqlora"
+fi
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+RANDOM=$SEED
+echo "kill-resume: $KILLS kills, seed $SEED, in $WORK"
+
+# A small run that saves every step, so that most kills lose some work.
+train() {
+  "$SQLORA_BIN" train --quiet \
+    --set "train_data=[\"$SPIDER/train_spider.jsonl\"]" \
+    --set "eval_data=\"$SPIDER/dev.json\"" \
+    --set "tables=\"$SPIDER/tables.json\"" \
+    --set "output_dir=\"$1\"" \
+    --set limit_train=40 --set limit_eval=4 --set max_length=192 --set schema_budget=96 \
+    --set batch_size=2 --set grad_accum=1 --set max_steps=20 --set save_steps=1 \
+    --set eval_steps=10 --set logging_steps=1 --set lora_r=8 --set lora_alpha=16 \
+    --set learning_rate=1e-3 --set seed=11 "${@:2}"
+}
+
+t0=$(date +%s%N)
+train "$WORK/ref"
+ref_ms=$((($(date +%s%N) - t0) / 1000000))
+echo "kill-resume: uninterrupted run: ${ref_ms} ms"
+
+# Each kill comes at a random moment within the first third of a whole
+# run's time after the start: during loading, a step or a checkpoint write.
+run="$WORK/run"
+killed=0
+for ((k = 1; k <= KILLS; k++)); do
+  args=()
+  compgen -G "$run/checkpoint-*" >/dev/null && args=(--resume)
+  train "$run" "${args[@]}" 2>"$WORK/stderr" &
+  pid=$!
+  delay_ms=$((RANDOM % (ref_ms / 3 + 1)))
+  sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))"
+  if kill -9 "$pid" 2>/dev/null; then
+    killed=$((killed + 1))
+    wait "$pid" 2>/dev/null || true
+  elif wait "$pid"; then
+    echo "kill-resume: the run finished before kill $k: resuming once more proves nothing new"
+    break
+  else
+    cat "$WORK/stderr" >&2
+    echo "kill-resume: FAIL: the run failed on its own after $killed kills" >&2
+    exit 1
+  fi
+  last=$(compgen -G "$run/checkpoint-*" | sort | tail -1 || true)
+  echo "kill-resume: kill $k after ${delay_ms} ms; newest checkpoint: ${last##*/}"
+done
+if [[ ! -f "$run/adapter_model.safetensors" ]]; then
+  args=()
+  compgen -G "$run/checkpoint-*" >/dev/null && args=(--resume)
+  train "$run" "${args[@]}"
+fi
+
+fail=0
+if cmp -s "$WORK/ref/adapter_model.safetensors" "$run/adapter_model.safetensors"; then
+  echo "kill-resume: adapter_model.safetensors identical"
+else
+  echo "kill-resume: FAIL: adapter_model.safetensors differs from the uninterrupted run's" >&2
+  fail=1
+fi
+# The metrics, less the throughput (a clock reading), line for line.
+metrics() { python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    r = json.loads(l); r.pop("tokens_per_s", None); print(json.dumps(r, sort_keys=True))' "$1"; }
+if [[ "$(metrics "$WORK/ref/metrics.jsonl")" == "$(metrics "$run/metrics.jsonl")" ]]; then
+  echo "kill-resume: metrics.jsonl identical ($(wc -l <"$run/metrics.jsonl") records, throughput aside)"
+else
+  diff <(metrics "$WORK/ref/metrics.jsonl") <(metrics "$run/metrics.jsonl") | head -5 >&2
+  echo "kill-resume: FAIL: metrics.jsonl differs from the uninterrupted run's" >&2
+  fail=1
+fi
+leftovers=$(find "$run" -name '*.tmp*' -o -name '.tmp-*' | wc -l)
+if [[ $leftovers != 0 ]]; then
+  echo "kill-resume: FAIL: $leftovers temporaries left behind" >&2
+  fail=1
+fi
+[[ $killed -ge 1 ]] || { echo "kill-resume: FAIL: no kill landed" >&2; fail=1; }
+echo "kill-resume: $killed kills, $([[ $fail == 0 ]] && echo "1 passed, 0 failed" || echo "0 passed, 1 failed")"
+exit $fail
