@@ -12,6 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 KILLS=${1:-20}
 SEED=${2:-$RANDOM}
+STEPS=12
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 SHARED="${SQLORA_SHARED:-$(cd .. && pwd)/shared}"
 SPIDER="$SHARED/data/spider"
@@ -20,30 +21,44 @@ if [[ -z "${SQLORA_BIN:-}" ]]; then
   SQLORA_BIN="${CARGO_TARGET_DIR:-target}/debug/sqlora"
 fi
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+# Kept when the check fails, for a look at both runs.
+trap '[[ ${fail:-1} == 0 ]] && rm -rf "$WORK"' EXIT
 RANDOM=$SEED
 echo "kill-resume: $KILLS kills, seed $SEED, in $WORK"
 
 # A small run that saves every step, so that most kills lose some work.
+# `exec`: run in the background, `$!` is then the trainer itself, not a
+# subshell whose death would leave the trainer running.
 train() {
-  "$SQLORA_BIN" train --quiet \
+  exec "$SQLORA_BIN" train --quiet \
     --set "train_data=[\"$SPIDER/train_spider.jsonl\"]" \
     --set "eval_data=\"$SPIDER/dev.json\"" \
     --set "tables=\"$SPIDER/tables.json\"" \
     --set "output_dir=\"$1\"" \
-    --set limit_train=40 --set limit_eval=4 --set max_length=192 --set schema_budget=96 \
-    --set batch_size=2 --set grad_accum=1 --set max_steps=20 --set save_steps=1 \
-    --set eval_steps=10 --set logging_steps=1 --set lora_r=8 --set lora_alpha=16 \
+    --set quantization="${SQLORA_KILL_QUANT:-none}" \
+    --set limit_train=24 --set limit_eval=4 --set max_length=192 --set schema_budget=96 \
+    --set batch_size=2 --set grad_accum=1 --set max_steps=$STEPS --set save_steps=1 \
+    --set eval_steps=6 --set logging_steps=1 --set lora_r=8 --set lora_alpha=16 \
     --set learning_rate=1e-3 --set seed=11 "${@:2}"
 }
 
+ms() { echo $((($(date +%s%N) - t0) / 1000000)); }
 t0=$(date +%s%N)
-train "$WORK/ref"
-ref_ms=$((($(date +%s%N) - t0) / 1000000))
-echo "kill-resume: uninterrupted run: ${ref_ms} ms"
+train "$WORK/ref" &
+ref=$!
+first_ms=
+while kill -0 "$ref" 2>/dev/null; do
+  [[ -z $first_ms && -d "$WORK/ref/checkpoint-000001" ]] && first_ms=$(ms)
+  sleep 0.05
+done
+wait "$ref"
+ref_ms=$(ms)
+first_ms=${first_ms:-$ref_ms}
+step_ms=$(((ref_ms - first_ms) / STEPS + 1))
+echo "kill-resume: uninterrupted run: ${ref_ms} ms, first checkpoint after ${first_ms} ms"
 
-# Each kill comes at a random moment within the first third of a whole
-# run's time after the start: during loading, a step or a checkpoint write.
+# Each kill comes at a random moment between the start and three steps past
+# the first checkpoint: while loading, in a step, or writing a checkpoint.
 run="$WORK/run"
 killed=0
 for ((k = 1; k <= KILLS; k++)); do
@@ -51,11 +66,15 @@ for ((k = 1; k <= KILLS; k++)); do
   compgen -G "$run/checkpoint-*" >/dev/null && args=(--resume)
   train "$run" "${args[@]}" 2>"$WORK/stderr" &
   pid=$!
-  delay_ms=$((RANDOM % (ref_ms / 3 + 1)))
+  delay_ms=$(((RANDOM * 32768 + RANDOM) % (first_ms + 3 * step_ms)))
   sleep "$(printf '%d.%03d' $((delay_ms / 1000)) $((delay_ms % 1000)))"
   if kill -9 "$pid" 2>/dev/null; then
     killed=$((killed + 1))
     wait "$pid" 2>/dev/null || true
+    if pgrep -f "output_dir=\"$run\"" >/dev/null; then
+      echo "kill-resume: FAIL: a trainer of the run outlived kill $k" >&2
+      exit 1
+    fi
   elif wait "$pid"; then
     echo "kill-resume: the run finished before kill $k: resuming once more proves nothing new"
     break
@@ -70,7 +89,7 @@ done
 if [[ ! -f "$run/adapter_model.safetensors" ]]; then
   args=()
   compgen -G "$run/checkpoint-*" >/dev/null && args=(--resume)
-  train "$run" "${args[@]}"
+  (train "$run" "${args[@]}")
 fi
 
 fail=0
@@ -87,7 +106,7 @@ for l in open(sys.argv[1]):
 if [[ "$(metrics "$WORK/ref/metrics.jsonl")" == "$(metrics "$run/metrics.jsonl")" ]]; then
   echo "kill-resume: metrics.jsonl identical ($(wc -l <"$run/metrics.jsonl") records, throughput aside)"
 else
-  diff <(metrics "$WORK/ref/metrics.jsonl") <(metrics "$run/metrics.jsonl") | head -5 >&2
+  diff <(metrics "$WORK/ref/metrics.jsonl") <(metrics "$run/metrics.jsonl") | head -5 >&2 || true
   echo "kill-resume: FAIL: metrics.jsonl differs from the uninterrupted run's" >&2
   fail=1
 fi

@@ -86,7 +86,11 @@ if [[ "${SQLORA_CLIPPY:-0}" == 1 ]]; then
 else
   SUMMARY+=("$(printf '%-22s %-4s' clippy skipped) (SQLORA_CLIPPY=1 runs it)")
 fi
+# cargo test includes a short fuzz run of every reader (fuzz/tests/short_run.rs;
+# scripts/fuzz.sh runs the long libFuzzer ones).
 step "cargo test" cargo test --workspace --no-fail-fast
+# Five SIGKILLs of a small training, each resumed; scripts/kill-resume.sh 20 is the full check.
+step "kill/resume" scripts/kill-resume.sh 5
 step "trunk build" trunk_build
 step "browser tests" browser_tests
 
