@@ -23,7 +23,8 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
   env -u CARGO_TARGET_DIR cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
-cargo run -q --release -p sqlora-fuzz --bin fuzz-corpus -- "$CORPUS"
+# The dev build that cargo test already made: the seeds need no speed.
+cargo run -q -p sqlora-fuzz --bin fuzz-corpus -- "$CORPUS"
 
 for t in "${TARGETS[@]}"; do
   echo "=== fuzz $t: $RUNS runs"

@@ -2,23 +2,22 @@
 //! disk: a tiny Llama model as GGUF and as safetensors, an adapter for it,
 //! Spider-style `tables.json`, pasted schemas and queries.
 
+use std::collections::HashMap;
 use std::io::Cursor;
 
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::gguf_file::Value;
+use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
+use sqlora_core::config::ModelConfig;
+use sqlora_core::export::{export_gguf, ExportOptions};
 use sqlora_core::model::Model;
 use sqlora_core::weights::{BaseFormat, HfCheckpoint};
-
-/// The tiny model's shape: 1 layer, hidden 32 (one quantization block),
-/// 2 heads of 16 sharing 1 KV head, feed-forward 64.
-const HIDDEN: usize = 32;
-const FFN: usize = 64;
-const KV: usize = 16;
 
 /// Between `adapter_config.json` and the safetensors bytes in an adapter input.
 pub const ADAPTER_SPLIT: &[u8] = b"\n\0\0\n";
 
+/// The tiny model: 1 layer, hidden 32 (one quantization block), 2 heads of
+/// 16 sharing 1 KV head, feed-forward 64, tied embeddings.
 pub const HF_CONFIG: &str = r#"{"model_type": "llama", "vocab_size": 70, "hidden_size": 32,
 "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
 "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 64,
@@ -64,27 +63,17 @@ fn tensor(rows: usize, cols: usize, salt: u64) -> Tensor {
     Tensor::from_vec(v, (rows, cols), &Device::Cpu).expect("shape matches")
 }
 
-/// HF names and `[out, in]` shapes of the tiny model's tensors.
+/// The tiny model's tensors by HF name, shaped as [`HF_CONFIG`] says.
 fn hf_tensors() -> Vec<(String, Tensor)> {
-    let p = "model.layers.0";
-    let mut t = vec![("model.embed_tokens.weight".to_string(), tensor(70, HIDDEN, 1))];
-    for (i, (name, o, n)) in [
-        ("self_attn.q_proj", HIDDEN, HIDDEN),
-        ("self_attn.k_proj", KV, HIDDEN),
-        ("self_attn.v_proj", KV, HIDDEN),
-        ("self_attn.o_proj", HIDDEN, HIDDEN),
-        ("mlp.gate_proj", FFN, HIDDEN),
-        ("mlp.up_proj", FFN, HIDDEN),
-        ("mlp.down_proj", HIDDEN, FFN),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        t.push((format!("{p}.{name}.weight"), tensor(o, n, 10 + i as u64)));
+    let cfg = ModelConfig::from_hf_json(HF_CONFIG, "config.json").expect("the seed config parses");
+    let h = cfg.hidden_size;
+    let mut t = vec![("model.embed_tokens.weight".to_string(), tensor(cfg.vocab_size, h, 1))];
+    for (i, (name, [o, n])) in cfg.linear_shapes().into_iter().enumerate() {
+        t.push((format!("model.layers.0.{name}.weight"), tensor(o, n, 10 + i as u64)));
     }
-    let ones = || Tensor::ones(HIDDEN, candle_core::DType::F32, &Device::Cpu).expect("ones");
-    t.push((format!("{p}.input_layernorm.weight"), ones()));
-    t.push((format!("{p}.post_attention_layernorm.weight"), ones()));
+    let ones = || Tensor::ones(h, candle_core::DType::F32, &Device::Cpu).expect("ones");
+    t.push(("model.layers.0.input_layernorm.weight".to_string(), ones()));
+    t.push(("model.layers.0.post_attention_layernorm.weight".to_string(), ones()));
     t.push(("model.norm.weight".to_string(), ones()));
     t
 }
@@ -112,10 +101,10 @@ pub fn tiny_model(safetensors: &[u8]) -> sqlora_core::Result<Model> {
 pub fn adapter() -> Vec<u8> {
     let p = "base_model.model.model.layers.0.self_attn";
     let tensors = vec![
-        (format!("{p}.q_proj.lora_A.weight"), tensor(2, HIDDEN, 30)),
-        (format!("{p}.q_proj.lora_B.weight"), tensor(HIDDEN, 2, 31)),
-        (format!("{p}.v_proj.lora_A.weight"), tensor(2, HIDDEN, 32)),
-        (format!("{p}.v_proj.lora_B.weight"), tensor(KV, 2, 33)),
+        (format!("{p}.q_proj.lora_A.weight"), tensor(2, 32, 30)),
+        (format!("{p}.q_proj.lora_B.weight"), tensor(32, 2, 31)),
+        (format!("{p}.v_proj.lora_A.weight"), tensor(2, 32, 32)),
+        (format!("{p}.v_proj.lora_B.weight"), tensor(16, 2, 33)),
     ];
     let mut out = ADAPTER_CONFIG.as_bytes().to_vec();
     out.extend_from_slice(ADAPTER_SPLIT);
@@ -131,90 +120,45 @@ pub fn split_adapter(data: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// The tiny model as a GGUF file in llama.cpp's layout: Q8_0 and Q4_1
-/// projections, f32 norms, a byte-level BPE tokenizer of 70 tokens, a chat template.
+/// The tiny model as a GGUF file, written by the exporter (llama.cpp's
+/// layout, Q8_0 projections, f32 norms) with a byte-level BPE tokenizer of
+/// 70 tokens and a chat template.
 pub fn gguf() -> Vec<u8> {
-    let gguf_name = |hf: &str| -> String {
-        let map = [
-            ("model.embed_tokens.weight", "token_embd.weight"),
-            ("model.norm.weight", "output_norm.weight"),
-            ("model.layers.0.input_layernorm.weight", "blk.0.attn_norm.weight"),
-            (
-                "model.layers.0.post_attention_layernorm.weight",
-                "blk.0.ffn_norm.weight",
-            ),
-            ("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight"),
-            ("model.layers.0.self_attn.k_proj.weight", "blk.0.attn_k.weight"),
-            ("model.layers.0.self_attn.v_proj.weight", "blk.0.attn_v.weight"),
-            ("model.layers.0.self_attn.o_proj.weight", "blk.0.attn_output.weight"),
-            ("model.layers.0.mlp.gate_proj.weight", "blk.0.ffn_gate.weight"),
-            ("model.layers.0.mlp.up_proj.weight", "blk.0.ffn_up.weight"),
-            ("model.layers.0.mlp.down_proj.weight", "blk.0.ffn_down.weight"),
-        ];
-        map.iter()
-            .find(|(h, _)| *h == hf)
-            .expect("every tensor has a GGUF name")
-            .1
-            .to_string()
-    };
-    let tensors: Vec<(String, QTensor)> = hf_tensors()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, t))| {
-            // candle's Q4_1 kernel wants an even count of blocks per row
-            // (a debug assertion): Q4_1 only where rows hold 64 values.
-            let cols = t.dims().last().copied().unwrap_or(0);
-            let dtype = match t.rank() {
-                1 => GgmlDType::F32,
-                _ if i % 2 == 1 && cols % 64 == 0 => GgmlDType::Q4_1,
-                _ => GgmlDType::Q8_0,
-            };
-            (gguf_name(&name), QTensor::quantize(&t, dtype).expect("quantizes"))
-        })
-        .collect();
-
+    let model = tiny_model(&model_safetensors()).expect("the seed model loads");
     let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
         .map(String::from)
         .to_vec();
     tokens.extend(('a'..='z').chain('A'..='Z').chain('0'..='9').map(String::from));
     tokens.extend(["Ġ", "Ġa", "ab", "(", ")"].map(String::from));
-    let types: Vec<Value> = (0..tokens.len())
+    let types = (0..tokens.len())
         .map(|i| Value::I32(if i < 3 { 3 } else { 1 }))
         .collect();
     let strings = |v: &[&str]| Value::Array(v.iter().map(|s| Value::String(s.to_string())).collect());
-    let arch = "llama";
-    let u32v = Value::U32;
-    let metadata: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String(arch.into())),
-        (format!("{arch}.embedding_length"), u32v(HIDDEN as u32)),
-        (format!("{arch}.feed_forward_length"), u32v(FFN as u32)),
-        (format!("{arch}.block_count"), u32v(1)),
-        (format!("{arch}.attention.head_count"), u32v(2)),
-        (format!("{arch}.attention.head_count_kv"), u32v(1)),
-        (format!("{arch}.rope.dimension_count"), u32v(16)),
-        (format!("{arch}.context_length"), u32v(64)),
-        (format!("{arch}.rope.freq_base"), Value::F32(10000.0)),
-        (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
-        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
+    let tokenizer: HashMap<String, Value> = [
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("smollm".into())),
         (
-            "tokenizer.ggml.tokens".into(),
+            "tokenizer.ggml.tokens",
             Value::Array(tokens.into_iter().map(Value::String).collect()),
         ),
-        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-        ("tokenizer.ggml.merges".into(), strings(&["Ġ a", "a b"])),
-        ("tokenizer.ggml.bos_token_id".into(), u32v(1)),
-        ("tokenizer.ggml.eos_token_id".into(), u32v(2)),
+        ("tokenizer.ggml.token_type", Value::Array(types)),
+        ("tokenizer.ggml.merges", strings(&["Ġ a", "a b"])),
         (
-            "tokenizer.chat_template".into(),
+            "tokenizer.chat_template",
             Value::String(
                 "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}".into(),
             ),
         ),
-    ];
-    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let opts = ExportOptions {
+        quant: GgmlDType::Q8_0,
+        fallback: GgmlDType::Q8_0,
+        embed_quant: GgmlDType::Q8_0,
+    };
     let mut out = Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &md, &ts).expect("writes to memory");
+    export_gguf(&model, &tokenizer, &[], &opts, &mut out, &mut |_, _| {}).expect("exports to memory");
     out.into_inner()
 }

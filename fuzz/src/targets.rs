@@ -2,6 +2,7 @@
 //! browser make on a file or a pasted text.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
 use sqlora_core::adapter::Adapter;
@@ -111,7 +112,9 @@ fn adapter(data: &[u8]) {
     let Ok(adapter) = Adapter::from_bytes(config, weights, Path::new("fuzz-adapter"), &Device::Cpu) else {
         return;
     };
-    let mut model = seeds::tiny_model(&seeds::model_safetensors()).expect("the seed model loads");
+    // A fresh model each time (applying attaches layers), from bytes made once.
+    static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+    let mut model = seeds::tiny_model(BASE.get_or_init(seeds::model_safetensors)).expect("the seed model loads");
     if adapter.apply(model.linears_mut()).is_ok() {
         one_step(&model);
     }
@@ -136,9 +139,13 @@ fn schema(data: &[u8]) {
 
 fn sql(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let schema = Schema::parse(seeds::SCHEMAS[0]).expect("the seed schema parses");
-    let _ = sqlora_core::sqlcheck::check(text, &schema);
-    let grammar = SqlGrammar::new(&schema);
+    static SCHEMA: OnceLock<(Schema, SqlGrammar)> = OnceLock::new();
+    let (schema, grammar) = SCHEMA.get_or_init(|| {
+        let schema = Schema::parse(seeds::SCHEMAS[0]).expect("the seed schema parses");
+        let grammar = SqlGrammar::new(&schema);
+        (schema, grammar)
+    });
+    let _ = sqlora_core::sqlcheck::check(text, schema);
     let _ = grammar.verdict(text);
     let _ = grammar.is_complete(text);
     let mut budget = 64;

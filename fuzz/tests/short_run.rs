@@ -4,7 +4,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use candle_core::Device;
+use sqlora_core::adapter::Adapter;
+use sqlora_core::schema::{Schema, SpiderTables};
+use sqlora_core::weights::{BaseFormat, GgufFile};
 use sqlora_fuzz::mutate::{mutate, Rng};
+use sqlora_fuzz::seeds;
 use sqlora_fuzz::Target;
 
 fn runs() -> usize {
@@ -41,36 +46,31 @@ fn fuzz(target: Target) {
 #[test]
 fn seeds_are_valid_inputs() {
     // The model seeds load and run; a broken seed would fuzz only the error path.
-    let model = sqlora_fuzz::seeds::tiny_model(&sqlora_fuzz::seeds::model_safetensors()).unwrap();
+    let model = seeds::tiny_model(&seeds::model_safetensors()).unwrap();
     assert_eq!(model.config().num_hidden_layers, 1);
-    let g = sqlora_core::weights::GgufFile::from_bytes(sqlora_fuzz::seeds::gguf().into(), "seed.gguf").unwrap();
+    let g = GgufFile::from_bytes(seeds::gguf().into(), "seed.gguf").unwrap();
     let (m, tok, template) = g
-        .checkpoint(sqlora_core::weights::BaseFormat::AsStored, &candle_core::Device::Cpu)
+        .checkpoint(BaseFormat::AsStored, &Device::Cpu)
         .unwrap()
-        .into_model(&candle_core::Device::Cpu)
+        .into_model(&Device::Cpu)
         .unwrap();
     assert_eq!((m.config().vocab_size, tok.vocab_size()), (70, 70));
     assert!(template.is_some());
-    let input = sqlora_fuzz::seeds::adapter();
-    let (config, weights) = sqlora_fuzz::seeds::split_adapter(&input);
-    let a = sqlora_core::adapter::Adapter::from_bytes(
+    let input = seeds::adapter();
+    let (config, weights) = seeds::split_adapter(&input);
+    let a = Adapter::from_bytes(
         std::str::from_utf8(config).unwrap(),
         weights,
         std::path::Path::new("a"),
-        &candle_core::Device::Cpu,
+        &Device::Cpu,
     )
     .unwrap();
-    let mut m = sqlora_fuzz::seeds::tiny_model(&sqlora_fuzz::seeds::model_safetensors()).unwrap();
+    let mut m = seeds::tiny_model(&seeds::model_safetensors()).unwrap();
     assert_eq!(a.apply(m.linears_mut()).unwrap(), 2);
-    for s in sqlora_fuzz::seeds::SCHEMAS {
-        sqlora_core::schema::Schema::parse(s).unwrap();
+    for s in seeds::SCHEMAS {
+        Schema::parse(s).unwrap();
     }
-    assert_eq!(
-        sqlora_core::schema::SpiderTables::parse(sqlora_fuzz::seeds::TABLES_JSON)
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(SpiderTables::parse(seeds::TABLES_JSON).unwrap().len(), 1);
 }
 
 #[test]

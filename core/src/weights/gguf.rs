@@ -66,16 +66,20 @@ impl GgufFile {
 
     /// Every tensor must lie inside the file: a truncated download fails here,
     /// naming the first tensor that is cut, instead of deep inside a matmul.
+    /// It must also start on the 8-byte boundary GGUF's alignment implies
+    /// (candle reads the data in place and asserts its alignment).
     fn check_sizes(&self) -> Result<()> {
         let len = self.bytes.len() as u64;
         for (name, info) in &self.content.tensor_infos {
             let size = byte_len(info).map_err(|e| Error::file(&self.origin, format!("tensor `{name}`: {e}")))?;
-            let end = self
-                .content
-                .tensor_data_offset
-                .checked_add(info.offset)
-                .and_then(|start| start.checked_add(size as u64))
-                .unwrap_or(u64::MAX);
+            let start = self.content.tensor_data_offset.checked_add(info.offset);
+            if let Some(start) = start.filter(|s| s % 8 != 0) {
+                return Err(Error::file(
+                    &self.origin,
+                    format!("tensor `{name}` starts at byte {start}, not on a multiple of 8 as GGUF requires"),
+                ));
+            }
+            let end = start.and_then(|s| s.checked_add(size as u64)).unwrap_or(u64::MAX);
             if end > len {
                 return Err(Error::file(
                     &self.origin,
